@@ -1,0 +1,2 @@
+DROP TABLE wallet_transactions;
+DROP TABLE wallets;

@@ -1,0 +1,131 @@
+/**
+ * Topic set-up with the kafkajs admin client: create what is missing, then wait until every partition
+ * has a leader, so the first produce after start-up does not fail.
+ */
+import { Kafka, logLevel } from "kafkajs";
+
+/** One topic to ensure. */
+export interface TopicSpec {
+  topic: string;
+  partitions: number;
+}
+
+/** Where to connect and which topics to ensure. */
+export interface EnsureTopicsOptions {
+  brokers: string[];
+  clientId: string;
+  topics: TopicSpec[];
+  /** How long to wait for partition leaders. */
+  timeoutMs?: number;
+}
+
+/** What ensureTopics found or did for one topic. */
+export interface TopicState {
+  topic: string;
+  created: boolean;
+  partitions: number;
+}
+
+/** Ensure one topic exists with at least `partitions` partitions (replication 1); safe to call repeatedly. */
+export async function ensureTopic(
+  { brokers, clientId, topic, partitions, timeoutMs }: Omit<EnsureTopicsOptions, "topics"> & TopicSpec,
+): Promise<TopicState> {
+  const [state] = await ensureTopics({ brokers, clientId, topics: [{ topic, partitions }], timeoutMs });
+  return state;
+}
+
+/** Ensure several topics over one admin connection; always disconnects. */
+export async function ensureTopics(
+  { brokers, clientId, topics, timeoutMs = 30_000 }: EnsureTopicsOptions,
+): Promise<TopicState[]> {
+  const kafka = new Kafka({
+    clientId,
+    brokers,
+    logLevel: logLevel.NOTHING,
+    connectionTimeout: 3000,
+    requestTimeout: 10_000,
+    retry: { retries: 3, initialRetryTime: 200 },
+  });
+  const admin = kafka.admin();
+  try {
+    await admin.connect();
+    const existing = new Set(await admin.listTopics());
+    const missing = topics.filter((t) => !existing.has(t.topic));
+    if (missing.length > 0) {
+      await admin.createTopics({
+        topics: missing.map((t) => ({ topic: t.topic, numPartitions: t.partitions, replicationFactor: 1 })),
+        waitForLeaders: true,
+        timeout: timeoutMs,
+      });
+    }
+    // An existing topic with fewer partitions than configured is grown; Kafka cannot shrink one.
+    const { topics: metadata } = await admin.fetchTopicMetadata({ topics: topics.map((t) => t.topic) });
+    const grow = topics.filter((t) => {
+      const found = metadata.find((m) => m.name === t.topic);
+      return found !== undefined && found.partitions.length < t.partitions;
+    });
+    if (grow.length > 0) {
+      await admin.createPartitions({
+        topicPartitions: grow.map((t) => ({ topic: t.topic, count: t.partitions })),
+        validateOnly: false,
+        timeout: timeoutMs,
+      });
+    }
+    const counts = await waitForLeaders(admin, topics, timeoutMs);
+    return topics.map((t) => ({
+      topic: t.topic,
+      created: missing.includes(t),
+      partitions: counts.get(t.topic) ?? 0,
+    }));
+  } finally {
+    await admin.disconnect().catch(() => {});
+  }
+}
+
+type Admin = ReturnType<Kafka["admin"]>;
+
+/** Poll topic metadata until every partition of every topic has a leader; returns partition counts. */
+async function waitForLeaders(
+  admin: Admin,
+  topics: TopicSpec[],
+  timeoutMs: number,
+): Promise<Map<string, number>> {
+  const deadline = Date.now() + timeoutMs;
+  let problem = "";
+  while (true) {
+    try {
+      const { topics: metadata } = await admin.fetchTopicMetadata({ topics: topics.map((t) => t.topic) });
+      const counts = new Map(metadata.map((m) => [m.name, m.partitions.length]));
+      const notReady = topics.filter((t) => {
+        const found = metadata.find((m) => m.name === t.topic);
+        return !found || found.partitions.length < t.partitions ||
+          found.partitions.some((p) => p.leader < 0 || p.partitionErrorCode !== 0);
+      });
+      if (notReady.length === 0) return counts;
+      problem = `no leader yet for ${notReady.map((t) => t.topic).join(", ")}`;
+    } catch (error) {
+      problem = (error as Error).message;
+    }
+    if (Date.now() >= deadline) {
+      throw new Error(`Kafka topics are not ready after ${timeoutMs / 1000}s: ${problem}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
+// `deno run -A outbox/kafka_admin.ts`: create the configured topics (used by compose.yaml before start).
+if (import.meta.main) {
+  const { loadConfig } = await import("../src/config.ts");
+  const config = loadConfig();
+  const states = await ensureTopics({
+    brokers: config.KAFKA_BROKERS,
+    clientId: config.KAFKA_CLIENT_ID,
+    topics: [
+      { topic: config.KAFKA_TOPIC, partitions: config.KAFKA_TOPIC_PARTITIONS },
+      { topic: `${config.KAFKA_TOPIC}.dlq`, partitions: 1 },
+    ],
+  });
+  for (const s of states) {
+    console.log(`kafka: topic ${s.topic} ${s.created ? "created" : "ok"} (${s.partitions} partitions)`);
+  }
+}

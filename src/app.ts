@@ -1,0 +1,34 @@
+/**
+ * The HTTP application: API routes, documentation and health, with JSend on every path (404, 405, 413, 415,
+ * 400, 401 and 500 included).
+ */
+import { OpenAPIHono } from "@hono/zod-openapi";
+import type { TokenService } from "./auth/tokens.ts";
+import type { Logger } from "./log.ts";
+import type { WalletService } from "./wallet/wallet_service.ts";
+import { errorHandler, notFoundHandler } from "./http/errors.ts";
+import { validationHook } from "./http/validation_hook.ts";
+import { initRoutes } from "./http/routes/init_routes.ts";
+import { walletRoutes } from "./http/routes/wallet_routes.ts";
+import { docsRoutes } from "./http/routes/docs_routes.ts";
+
+export interface AppDeps {
+  wallets: WalletService;
+  tokens: TokenService;
+  log: Logger;
+}
+
+/** Compose the whole HTTP application. */
+export function createApp(deps: AppDeps) {
+  const api = new OpenAPIHono({ defaultHook: validationHook })
+    .route("/", initRoutes(deps))
+    .route("/", walletRoutes(deps));
+
+  const app = new OpenAPIHono({ defaultHook: validationHook });
+  app.get("/health", (c) => c.json({ status: "ok" }));
+  app.route("/", api);
+  app.route("/", docsRoutes(api as unknown as OpenAPIHono<never>));
+  app.onError(errorHandler(deps.log));
+  app.notFound(notFoundHandler(app as never));
+  return app;
+}

@@ -1,0 +1,52 @@
+/**
+ * Access tokens: HS256 JWTs (jose) naming the customer (`sub`) and their wallet (`wid`), with issued-at and
+ * expiry. Verification fixes the algorithm, so `alg: none` or an asymmetric-key confusion is refused.
+ */
+import { jwtVerify, SignJWT } from "jose";
+
+/** Who a valid token speaks for. */
+export interface TokenSubject {
+  customerXid: string;
+  walletId: string;
+}
+
+/** Allowed clock difference between the issuer and the verifier. */
+const CLOCK_LEEWAY_SECONDS = 60;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export interface TokenService {
+  issue(subject: TokenSubject): Promise<string>;
+  /** The token's subject, or null when it is malformed, forged, expired or signed with another key. */
+  verify(token: string): Promise<TokenSubject | null>;
+}
+
+/** Issue and verify tokens with one shared secret. */
+export function createTokenService(options: { secret: string; ttlSeconds: number }): TokenService {
+  const key = new TextEncoder().encode(options.secret);
+  return {
+    issue: ({ customerXid, walletId }) =>
+      new SignJWT({ wid: walletId })
+        .setProtectedHeader({ alg: "HS256", typ: "JWT" })
+        .setSubject(customerXid)
+        .setIssuedAt()
+        .setJti(crypto.randomUUID()) // every init gets a distinct token, even within one second
+        .setExpirationTime(Math.floor(Date.now() / 1000) + options.ttlSeconds)
+        .sign(key),
+    async verify(token) {
+      try {
+        const { payload } = await jwtVerify(token, key, {
+          algorithms: ["HS256"],
+          clockTolerance: CLOCK_LEEWAY_SECONDS,
+          requiredClaims: ["sub", "exp", "iat"],
+        });
+        const walletId = payload.wid;
+        if (typeof payload.sub !== "string" || typeof walletId !== "string" || !UUID.test(walletId)) {
+          return null;
+        }
+        return { customerXid: payload.sub, walletId };
+      } catch {
+        return null;
+      }
+    },
+  };
+}

@@ -1,0 +1,100 @@
+/**
+ * The Redis balance cache: one hash per wallet, written only through a compare-and-set on the wallet
+ * version, so redelivered, replayed or reordered updates can never move it backwards.
+ */
+import { Redis } from "ioredis";
+
+/** What the cache holds for a wallet: enough to answer GET /api/v1/wallet on its own. */
+export interface CachedWallet {
+  id: string;
+  customerXid: string;
+  status: "enabled" | "disabled";
+  enabledAt: string | null;
+  disabledAt: string | null;
+  /** Exact decimal text of the balance, e.g. "1234.5". */
+  balance: string;
+  version: number;
+  /** When the change happened (ms since epoch); lets readers measure how stale an entry is. */
+  occurredAt: number;
+}
+
+// Sets the hash only when the incoming version is newer than the cached one. Atomic in Redis.
+const COMPARE_AND_SET = `
+local current = redis.call('HGET', KEYS[1], 'version')
+if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'id', ARGV[2], 'customer_xid', ARGV[3], 'status', ARGV[4],
+  'enabled_at', ARGV[5], 'disabled_at', ARGV[6], 'balance', ARGV[7], 'occurred_at', ARGV[8])
+redis.call('EXPIRE', KEYS[1], ARGV[9])
+return 1
+`;
+
+type CasRedis = Redis & {
+  walletCompareAndSet(key: string, ...args: string[]): Promise<number>;
+};
+
+/** Open a Redis client that fails fast instead of queueing when Redis is down (readers fall back). */
+export function createRedis(redisUrl: string, options: { name?: string } = {}): Redis {
+  return new Redis(redisUrl, {
+    connectionName: options.name ?? "mini-wallet",
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    connectTimeout: 2000,
+    commandTimeout: 1000,
+    // Keep reconnecting in the background, at most once a second.
+    retryStrategy: (attempt) => Math.min(attempt * 100, 1000),
+  });
+}
+
+/** Read and compare-and-set cached wallets. */
+export class BalanceCache {
+  readonly #redis: CasRedis;
+
+  constructor(redis: Redis, private readonly options: { ttlSeconds?: number; prefix?: string } = {}) {
+    if (!("walletCompareAndSet" in redis)) {
+      redis.defineCommand("walletCompareAndSet", { numberOfKeys: 1, lua: COMPARE_AND_SET });
+    }
+    this.#redis = redis as CasRedis;
+  }
+
+  #key(walletId: string): string {
+    return `${this.options.prefix ?? "wallet:"}${walletId}`;
+  }
+
+  /** The cached wallet, or null on a miss. Throws when Redis is unreachable. */
+  async get(walletId: string): Promise<CachedWallet | null> {
+    const hash = await this.#redis.hgetall(this.#key(walletId));
+    if (!hash.version) return null;
+    return {
+      id: hash.id,
+      customerXid: hash.customer_xid,
+      status: hash.status === "enabled" ? "enabled" : "disabled",
+      enabledAt: hash.enabled_at || null,
+      disabledAt: hash.disabled_at || null,
+      balance: hash.balance,
+      version: Number(hash.version),
+      occurredAt: Number(hash.occurred_at),
+    };
+  }
+
+  /** Store the entry if it is newer than what is cached; true when it was stored. */
+  async put(entry: CachedWallet): Promise<boolean> {
+    const stored = await this.#redis.walletCompareAndSet(
+      this.#key(entry.id),
+      String(entry.version),
+      entry.id,
+      entry.customerXid,
+      entry.status,
+      entry.enabledAt ?? "",
+      entry.disabledAt ?? "",
+      entry.balance,
+      String(entry.occurredAt),
+      String(this.options.ttlSeconds ?? 7 * 24 * 3600),
+    );
+    return stored === 1;
+  }
+
+  /** Forget a wallet (used when a write-through could not be confirmed). */
+  async evict(walletId: string): Promise<void> {
+    await this.#redis.del(this.#key(walletId));
+  }
+}

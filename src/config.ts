@@ -1,0 +1,123 @@
+/**
+ * The service configuration: every environment variable, parsed once with zod at start-up.
+ *
+ * A bad or missing value stops the process with a list of every bad field, so a deployment fails
+ * loudly at boot instead of half-working later.
+ */
+import { z } from "zod";
+
+/** The JWT secret shipped in `.env.example`; production refuses to run with it. */
+export const EXAMPLE_JWT_SECRET = "change-me-to-a-long-random-secret-of-32-chars-or-more";
+
+/** Every role a process can run; by default one process runs all of them. */
+export const ROLES = ["api", "relay", "consumer"] as const;
+export type Role = typeof ROLES[number];
+
+const positiveInt = (label: string) =>
+  z.coerce.number({ error: `${label} must be a whole number` }).int(`${label} must be a whole number`)
+    .positive(`${label} must be positive`);
+
+function isUrlWithProtocol(value: string, protocols: string[]): boolean {
+  try {
+    return protocols.includes(new URL(value).protocol);
+  } catch {
+    return false;
+  }
+}
+
+const configSchema = z.object({
+  APP_ENV: z.enum(["development", "test", "production"], {
+    error: "APP_ENV must be one of development, test, production",
+  }).default("development"),
+  PORT: positiveInt("PORT").max(65535, "PORT must be at most 65535").default(8089),
+  HOST: z.string().min(1).default("0.0.0.0"),
+  DATABASE_URL: z.string().refine(
+    (v) => isUrlWithProtocol(v, ["postgres:", "postgresql:"]),
+    "DATABASE_URL must be a postgres:// URL",
+  ).default("postgres://postgres@127.0.0.1:5432/mini_wallet"),
+  DATABASE_POOL_SIZE: positiveInt("DATABASE_POOL_SIZE").max(200).default(20),
+  REDIS_URL: z.string().refine(
+    (v) => isUrlWithProtocol(v, ["redis:", "rediss:"]),
+    "REDIS_URL must be a redis:// URL",
+  )
+    .default("redis://127.0.0.1:6379/0"),
+  KAFKA_BROKERS: z.string().default("127.0.0.1:9092").transform((v, ctx) => {
+    const brokers = v.split(",").map((b) => b.trim()).filter(Boolean);
+    if (brokers.length === 0 || brokers.some((b) => !/^[^\s:]+:\d{1,5}$/.test(b))) {
+      ctx.addIssue({ code: "custom", message: "KAFKA_BROKERS must be a comma-separated list of host:port" });
+      return z.NEVER;
+    }
+    return brokers;
+  }),
+  KAFKA_TOPIC: z.string().regex(/^[A-Za-z0-9._-]{1,249}$/, "KAFKA_TOPIC must be a valid Kafka topic name")
+    .default("wallet.created-transaction"),
+  KAFKA_TOPIC_PARTITIONS: positiveInt("KAFKA_TOPIC_PARTITIONS").max(1000).default(6),
+  KAFKA_CLIENT_ID: z.string().min(1).default("mini-wallet"),
+  KAFKA_CONSUMER_GROUP: z.string().min(1).default("mini-wallet-balance-cache"),
+  JWT_SECRET: z.string({ error: "JWT_SECRET is required" }).min(
+    32,
+    "JWT_SECRET must be at least 32 characters",
+  )
+    .default(EXAMPLE_JWT_SECRET),
+  TOKEN_TTL_SECONDS: positiveInt("TOKEN_TTL_SECONDS").default(30 * 24 * 3600),
+  LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"], {
+    error: "LOG_LEVEL must be one of debug, info, warn, error, silent",
+  }).default("info"),
+  ROLES: z.string().default(ROLES.join(",")).transform((v, ctx) => {
+    const roles = v.split(",").map((r) => r.trim()).filter(Boolean);
+    const unknown = roles.filter((r) => !(ROLES as readonly string[]).includes(r));
+    if (roles.length === 0 || unknown.length > 0) {
+      ctx.addIssue({
+        code: "custom",
+        message: `ROLES must be a comma-separated subset of ${ROLES.join(",")}`,
+      });
+      return z.NEVER;
+    }
+    return [...new Set(roles)] as Role[];
+  }),
+  RELAY_BATCH_SIZE: positiveInt("RELAY_BATCH_SIZE").max(10000).default(1000),
+  RELAY_SWEEP_MS: positiveInt("RELAY_SWEEP_MS").default(500),
+  RELAY_MAX_ATTEMPTS: positiveInt("RELAY_MAX_ATTEMPTS").default(10),
+  RELAY_RETENTION_HOURS: positiveInt("RELAY_RETENTION_HOURS").default(24),
+}).superRefine((cfg, ctx) => {
+  if (cfg.APP_ENV === "production" && cfg.JWT_SECRET === EXAMPLE_JWT_SECRET) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["JWT_SECRET"],
+      message: "JWT_SECRET must be changed from the example value when APP_ENV=production",
+    });
+  }
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+/** Raised with every bad field when the environment does not describe a valid configuration. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** Parse a configuration from an environment map (empty strings count as unset). */
+export function parseConfig(env: Record<string, string | undefined>): Config {
+  const cleaned = Object.fromEntries(
+    Object.keys(configSchema.shape).map((key) => [key, env[key] === "" ? undefined : env[key]]),
+  );
+  const result = configSchema.safeParse(cleaned);
+  if (result.success) return result.data;
+  throw new ConfigError(
+    result.error.issues.map((issue) => `${issue.path.join(".") || "(root)"}: ${issue.message}`),
+  );
+}
+
+/** Parse the process environment, or print every bad field and exit. */
+export function loadConfig(): Config {
+  try {
+    return parseConfig(Deno.env.toObject());
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    console.error(error.message);
+    Deno.exit(78); // EX_CONFIG
+  }
+}

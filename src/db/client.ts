@@ -1,0 +1,20 @@
+/** The PostgreSQL connection pool (postgres.js), configured once for every role. */
+import postgres from "postgres";
+
+export type Sql = postgres.Sql;
+export type TransactionSql = postgres.TransactionSql;
+
+/** Open a pool; connections are made lazily, on first use. */
+export function createSql(
+  databaseUrl: string,
+  options: { max?: number; applicationName?: string } = {},
+): Sql {
+  return postgres(databaseUrl, {
+    max: options.max ?? 10,
+    // Notices (e.g. "relation exists, skipping") are not errors; keep logs quiet.
+    onnotice: () => {},
+    connection: { application_name: options.applicationName ?? "mini-wallet" },
+    // bigint columns arrive as strings; the repository turns them into BigInt, never into Number.
+    types: {},
+  });
+}

@@ -1,0 +1,52 @@
+/**
+ * Every error path renders JSend: wallet refusals map to the contract's statuses and messages, HTTP errors
+ * to fails, and anything unexpected to a 500 error that says nothing of internals.
+ */
+import type { Context, ErrorHandler, Hono, NotFoundHandler } from "hono";
+import { HTTPException } from "hono/http-exception";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import type { WalletRefusal } from "../wallet/wallet_errors.ts";
+import { WalletRefusedError } from "../wallet/wallet_errors.ts";
+import type { Logger } from "../log.ts";
+import { errorBody, fail, type FailError } from "./jsend.ts";
+
+/** The contract's answer to each refusal of the wallet rules. */
+export const REFUSAL_RESPONSES: Record<WalletRefusal, { status: ContentfulStatusCode; error: FailError }> = {
+  wallet_disabled: { status: 404, error: "Wallet disabled" },
+  already_enabled: { status: 400, error: "Already enabled" },
+  already_disabled: { status: 400, error: "Already disabled" },
+  insufficient_balance: { status: 400, error: "Insufficient balance" },
+  balance_limit_exceeded: { status: 400, error: "Balance limit exceeded" },
+  reference_conflict: { status: 409, error: { reference_id: ["Reference ID has already been used."] } },
+  // A valid signature for a wallet that does not exist (e.g. a database reset): the token is no good here.
+  wallet_not_found: { status: 401, error: "Invalid or expired token." },
+};
+
+/** `app.onError`: the single place thrown errors become responses. */
+export function errorHandler(log: Logger): ErrorHandler {
+  return function errorHandler(error: Error, c: Context): Response {
+    if (error instanceof WalletRefusedError) {
+      const { status, error: message } = REFUSAL_RESPONSES[error.refusal];
+      return fail(c, status, message);
+    }
+    if (error instanceof HTTPException && error.status < 500) {
+      return fail(c, error.status as ContentfulStatusCode, error.message || "Bad request");
+    }
+    log.error("request failed", { method: c.req.method, path: c.req.path, error, stack: error.stack });
+    return c.json(errorBody("Internal server error"), 500);
+  };
+}
+
+/** `app.notFound`: 405 with `Allow` when the path exists under other methods, else 404. */
+export function notFoundHandler(app: Hono<never>): NotFoundHandler {
+  return function notFound(c: Context): Response {
+    const allowed = new Set(
+      app.routes.filter((r) => r.method !== "ALL" && r.path === c.req.path).map((r) => r.method),
+    );
+    if (allowed.size > 0) {
+      c.header("Allow", [...allowed].join(", "));
+      return fail(c, 405, `Method ${c.req.method} is not allowed here; use ${[...allowed].join(", ")}.`);
+    }
+    return fail(c, 404, `Not found: ${c.req.method} ${c.req.path}`);
+  };
+}

@@ -1,0 +1,88 @@
+/**
+ * The API's own documentation: /openapi.json generated from the route schemas, and Swagger UI at /swagger
+ * with every asset served from the `swagger-ui-dist` package by this service (no CDN: works offline).
+ */
+import { Hono } from "hono";
+import type { OpenAPIHono } from "@hono/zod-openapi";
+import getAbsoluteFSPath from "swagger-ui-dist/absolute-path.js";
+
+const ASSETS: Record<string, string> = {
+  "swagger-ui.css": "text/css; charset=utf-8",
+  "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+  "favicon-32x32.png": "image/png",
+};
+
+const INDEX_HTML = `<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Mini Wallet API</title>
+  <link rel="stylesheet" href="/swagger/swagger-ui.css">
+  <link rel="icon" type="image/png" href="/swagger/favicon-32x32.png">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/swagger/swagger-ui-bundle.js"></script>
+  <script src="/swagger/init.js"></script>
+</body>
+</html>`;
+
+const INIT_JS = `window.ui = SwaggerUIBundle({
+  url: "/openapi.json",
+  dom_id: "#swagger-ui",
+  deepLinking: true,
+  persistAuthorization: true,
+});`;
+
+/** The OpenAPI document of `api`, with the token security schemes and server info. */
+export function openApiDocument(api: OpenAPIHono<never>) {
+  api.openAPIRegistry.registerComponent("securitySchemes", "Token", {
+    type: "apiKey",
+    in: "header",
+    name: "Authorization",
+    description: "`Token <token>` with the token from POST /api/v1/init.",
+  });
+  api.openAPIRegistry.registerComponent("securitySchemes", "Bearer", {
+    type: "http",
+    scheme: "bearer",
+    bearerFormat: "JWT",
+  });
+  return api.getOpenAPI31Document({
+    openapi: "3.1.0",
+    info: {
+      title: "Mini Wallet API",
+      version: "1.0.0",
+      description: "Wallets with exact balances, idempotent deposits and withdrawals, and JSend responses.",
+    },
+  });
+}
+
+export function docsRoutes(api: OpenAPIHono<never>) {
+  const document = openApiDocument(api);
+  const assetCache = new Map<string, Uint8Array>();
+  const assetDir = getAbsoluteFSPath();
+
+  return new Hono()
+    .get("/openapi.json", (c) => c.json(document))
+    .get("/swagger", (c) => c.html(INDEX_HTML))
+    .get("/swagger/", (c) => c.redirect("/swagger", 301))
+    .get("/swagger/index.html", (c) => c.redirect("/swagger", 301))
+    .get(
+      "/swagger/init.js",
+      (c) => c.body(INIT_JS, 200, { "content-type": "text/javascript; charset=utf-8" }),
+    )
+    .get("/swagger/:asset", async (c) => {
+      const name = c.req.param("asset");
+      const type = ASSETS[name];
+      if (!type) return c.notFound();
+      let bytes = assetCache.get(name);
+      if (!bytes) {
+        bytes = await Deno.readFile(`${assetDir}/${name}`);
+        assetCache.set(name, bytes);
+      }
+      return c.body(bytes as Uint8Array<ArrayBuffer>, 200, {
+        "content-type": type,
+        "cache-control": "public, max-age=86400",
+      });
+    });
+}

@@ -1,0 +1,29 @@
+/** OpenAPI response declarations shared by the routes (JSend shapes with examples from the contract). */
+import type { z } from "@hono/zod-openapi";
+import { errorSchema, failSchema, MISSING } from "../schemas.ts";
+
+export function json<T extends z.ZodType>(schema: T, description: string) {
+  return { description, content: { "application/json": { schema } } };
+}
+
+/** Fails every route can answer with, plus the 500 error. */
+export const commonFailures = {
+  413: json(failSchema("Request body is too large: at most 1048576 bytes."), "Body over 1 MiB"),
+  415: json(failSchema("Unsupported Content-Type: send multipart/form-data, ..."), "Unsupported media type"),
+  500: json(errorSchema, "Fault on our side (no internals)"),
+};
+
+export const unauthorized = {
+  401: json(failSchema("Invalid or expired token."), "Missing, malformed, forged or expired token"),
+};
+
+export const walletDisabled = {
+  404: json(failSchema("Wallet disabled"), "The wallet is not enabled"),
+};
+
+export function fieldErrors(field: string) {
+  return { 400: json(failSchema({ [field]: [MISSING] }), "Missing or invalid fields, or a refused request") };
+}
+
+/** The token security requirement of authenticated routes (both schemes are accepted). */
+export const tokenSecurity: Array<Record<string, string[]>> = [{ Token: [] }, { Bearer: [] }];

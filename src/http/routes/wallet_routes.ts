@@ -1,0 +1,209 @@
+/** The wallet endpoints: enable, view, transactions, deposits, withdrawals, disable. All need a token. */
+import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import type { TokenService } from "../../auth/tokens.ts";
+import { parseAmount } from "../../wallet/money.ts";
+import type { WalletService } from "../../wallet/wallet_service.ts";
+import { type AuthEnv, requireToken } from "../auth.ts";
+import { successBody } from "../jsend.ts";
+import {
+  presentDeposit,
+  presentDisabledWallet,
+  presentEnabledView,
+  presentEnabledWallet,
+  presentTransaction,
+  presentWithdrawal,
+} from "../presenters.ts";
+import { bodyGuard, formBody, validBody } from "../request_body.ts";
+import {
+  depositSchema,
+  disableBodySchema,
+  disabledWalletSchema,
+  enabledWalletSchema,
+  failSchema,
+  moneyBodySchema,
+  successSchema,
+  transactionSchema,
+  transactionsQuerySchema,
+  withdrawalSchema,
+} from "../schemas.ts";
+import { validationHook } from "../validation_hook.ts";
+import {
+  commonFailures,
+  fieldErrors,
+  json,
+  tokenSecurity,
+  unauthorized,
+  walletDisabled,
+} from "./responses.ts";
+
+const conflict = {
+  409: json(
+    failSchema({ reference_id: ["Reference ID has already been used."] }),
+    "reference_id used for another request",
+  ),
+};
+
+function walletRoutesDefinitions(auth: ReturnType<typeof requireToken>) {
+  const enable = createRoute({
+    method: "post",
+    path: "/api/v1/wallet",
+    tags: ["Wallet"],
+    summary: "Enable my wallet",
+    security: tokenSecurity,
+    middleware: [auth] as const,
+    responses: {
+      201: json(successSchema(z.object({ wallet: enabledWalletSchema })), "Wallet enabled"),
+      400: json(failSchema("Already enabled"), "The wallet is already enabled"),
+      ...unauthorized,
+      500: commonFailures[500],
+    },
+  });
+
+  const view = createRoute({
+    method: "get",
+    path: "/api/v1/wallet",
+    tags: ["Wallet"],
+    summary: "View my wallet balance",
+    description:
+      "Read from the cache: after a deposit or withdrawal the balance may lag by at most 5 seconds.",
+    security: tokenSecurity,
+    middleware: [auth] as const,
+    responses: {
+      200: json(successSchema(z.object({ wallet: enabledWalletSchema })), "The wallet and its balance"),
+      ...unauthorized,
+      ...walletDisabled,
+      500: commonFailures[500],
+    },
+  });
+
+  const transactions = createRoute({
+    method: "get",
+    path: "/api/v1/wallet/transactions",
+    tags: ["Wallet"],
+    summary: "View my wallet transactions",
+    description:
+      "Oldest first. With `limit`, pages of at most that many and a `next_cursor` (null on the last).",
+    security: tokenSecurity,
+    middleware: [auth] as const,
+    request: { query: transactionsQuerySchema },
+    responses: {
+      200: json(
+        successSchema(z.object({
+          transactions: z.array(transactionSchema),
+          next_cursor: z.string().nullable().optional(),
+        })),
+        "The wallet's transactions",
+      ),
+      ...fieldErrors("limit"),
+      ...unauthorized,
+      ...walletDisabled,
+      500: commonFailures[500],
+    },
+  });
+
+  const deposit = createRoute({
+    method: "post",
+    path: "/api/v1/wallet/deposits",
+    tags: ["Wallet"],
+    summary: "Add virtual money to my wallet",
+    description: "reference_id is the idempotency key: an identical retry gets the first response again.",
+    security: tokenSecurity,
+    middleware: [auth, bodyGuard(moneyBodySchema)] as const,
+    request: { body: formBody(moneyBodySchema, "Amount and the client's reference id") },
+    responses: {
+      201: json(successSchema(z.object({ deposit: depositSchema })), "Deposited"),
+      ...fieldErrors("amount"),
+      ...unauthorized,
+      ...walletDisabled,
+      ...conflict,
+      ...commonFailures,
+    },
+  });
+
+  const withdrawal = createRoute({
+    method: "post",
+    path: "/api/v1/wallet/withdrawals",
+    tags: ["Wallet"],
+    summary: "Use virtual money from my wallet",
+    description:
+      "Refused with `Insufficient balance` (recorded as a failed transaction) when the amount is more " +
+      "than the balance. reference_id is the idempotency key.",
+    security: tokenSecurity,
+    middleware: [auth, bodyGuard(moneyBodySchema)] as const,
+    request: { body: formBody(moneyBodySchema, "Amount and the client's reference id") },
+    responses: {
+      201: json(successSchema(z.object({ withdrawal: withdrawalSchema })), "Withdrawn"),
+      400: json(failSchema("Insufficient balance"), "Insufficient balance, or missing/invalid fields"),
+      ...unauthorized,
+      ...walletDisabled,
+      ...conflict,
+      ...commonFailures,
+    },
+  });
+
+  const disable = createRoute({
+    method: "patch",
+    path: "/api/v1/wallet",
+    tags: ["Wallet"],
+    summary: "Disable my wallet",
+    security: tokenSecurity,
+    middleware: [auth, bodyGuard(disableBodySchema)] as const,
+    request: { body: formBody(disableBodySchema, "is_disabled=true") },
+    responses: {
+      200: json(successSchema(z.object({ wallet: disabledWalletSchema })), "Wallet disabled"),
+      400: json(failSchema("Already disabled"), "Not enabled, or missing/invalid is_disabled"),
+      ...unauthorized,
+      ...commonFailures,
+    },
+  });
+
+  return { enable, view, transactions, deposit, withdrawal, disable };
+}
+
+/** Cents from an amount that already passed validation. */
+function validAmount(value: number | string): bigint {
+  const parsed = parseAmount(value);
+  if ("error" in parsed) throw new Error("unreachable: amount was validated");
+  return parsed.cents;
+}
+
+export function walletRoutes(deps: { wallets: WalletService; tokens: TokenService }) {
+  const routes = walletRoutesDefinitions(requireToken(deps.tokens));
+  const { wallets } = deps;
+  return new OpenAPIHono<AuthEnv>({ defaultHook: validationHook })
+    .openapi(routes.enable, async (c) => {
+      const wallet = await wallets.enable(c.var.subject.walletId);
+      return c.json(successBody({ wallet: presentEnabledWallet(wallet) }), 201);
+    })
+    .openapi(routes.view, async (c) => {
+      const view = await wallets.view(c.var.subject.walletId);
+      return c.json(successBody({ wallet: presentEnabledView(view) }), 200);
+    })
+    .openapi(routes.transactions, async (c) => {
+      const query = c.req.valid("query");
+      const limit = query.limit === undefined ? null : Number(query.limit);
+      const page = await wallets.transactions(c.var.subject.walletId, {
+        limit,
+        after: query.cursor === undefined ? null : BigInt(query.cursor),
+      });
+      const transactions = page.transactions.map(presentTransaction);
+      if (limit === null) return c.json(successBody({ transactions }), 200);
+      return c.json(successBody({ transactions, next_cursor: page.nextCursor?.toString() ?? null }), 200);
+    })
+    .openapi(routes.deposit, async (c) => {
+      const body = validBody(c, { json: () => c.req.valid("json"), form: () => c.req.valid("form") });
+      const { walletId, customerXid } = c.var.subject;
+      const transaction = await wallets.deposit(walletId, validAmount(body.amount), body.reference_id);
+      return c.json(successBody({ deposit: presentDeposit(transaction, customerXid) }), 201);
+    })
+    .openapi(routes.withdrawal, async (c) => {
+      const body = validBody(c, { json: () => c.req.valid("json"), form: () => c.req.valid("form") });
+      const { walletId, customerXid } = c.var.subject;
+      const transaction = await wallets.withdraw(walletId, validAmount(body.amount), body.reference_id);
+      return c.json(successBody({ withdrawal: presentWithdrawal(transaction, customerXid) }), 201);
+    })
+    .openapi(routes.disable, async (c) => {
+      const wallet = await wallets.disable(c.var.subject.walletId);
+      return c.json(successBody({ wallet: presentDisabledWallet(wallet) }), 200);
+    });
+}

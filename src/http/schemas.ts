@@ -1,0 +1,132 @@
+/**
+ * The zod schemas of every request and response: they validate requests and generate /openapi.json, so the
+ * documentation cannot drift from what the service accepts.
+ */
+import { z } from "@hono/zod-openapi";
+import { AMOUNT_INVALID, parseAmount } from "../wallet/money.ts";
+
+export const MISSING = "Missing data for required field.";
+const MAX_ID_LENGTH = 64;
+
+/** An opaque, non-blank id of at most 64 Unicode code points. */
+function opaqueId(example: string) {
+  return z.string({ error: (issue) => issue.input == null ? MISSING : "Must be a string." })
+    .refine((value) => value.trim().length > 0, "Must not be blank.")
+    .refine((value) => [...value].length <= MAX_ID_LENGTH, `Must be at most ${MAX_ID_LENGTH} characters.`)
+    .openapi({ example, maxLength: MAX_ID_LENGTH });
+}
+
+const amount = z.union([z.number(), z.string()], {
+  error: (issue) => issue.input == null ? MISSING : AMOUNT_INVALID,
+}).superRefine((value, ctx) => {
+  const parsed = parseAmount(value);
+  if ("error" in parsed) ctx.addIssue({ code: "custom", message: parsed.error });
+}).openapi({
+  description:
+    "Positive, at most 2 decimal places, at most 1000000000000. A JSON number or a decimal string.",
+  example: "100000",
+});
+
+export const initBodySchema = z.object({ customer_xid: opaqueId("ea0212d3-abd6-406f-8c67-868e814a2436") })
+  .openapi("InitRequest");
+
+export const moneyBodySchema = z.object({
+  amount,
+  reference_id: opaqueId("50535246-dcb2-4929-8cc9-004ea06f5241"),
+}).openapi("MoneyRequest");
+
+export const disableBodySchema = z.object({
+  is_disabled: z.union([z.boolean(), z.string()], {
+    error: (issue) => issue.input == null ? MISSING : "Must be true.",
+  }).refine(
+    (value) => value === true || (typeof value === "string" && value.toLowerCase() === "true"),
+    "Must be true.",
+  )
+    .openapi({ description: '`true`, or the string "true" (any case).', example: "true" }),
+}).openapi("DisableRequest");
+
+export const MAX_PAGE = 1000;
+
+export const transactionsQuerySchema = z.object({
+  limit: z.string().regex(/^\d{1,4}$/, `Must be a whole number from 1 to ${MAX_PAGE}.`)
+    .refine((v) => Number(v) >= 1 && Number(v) <= MAX_PAGE, `Must be a whole number from 1 to ${MAX_PAGE}.`)
+    .optional().openapi({
+      description: "Page size (1 to 1000). Without it, every transaction.",
+      example: "50",
+    }),
+  cursor: z.string().regex(/^[1-9]\d{0,18}$/, "Must be a cursor returned by an earlier page.").optional()
+    .openapi({ description: "`next_cursor` of the previous page; requires `limit`." }),
+}).superRefine((query, ctx) => {
+  if (query.cursor !== undefined && query.limit === undefined) {
+    ctx.addIssue({ code: "custom", path: ["cursor"], message: "Requires limit." });
+  }
+});
+
+// ---- Responses ----
+
+const timestamp = z.string().openapi({ example: "2026-11-24T04:36:14.123Z", format: "date-time" });
+const uuid = z.string().openapi({ example: "c4d7d61f-b702-44a8-af97-5dbdafa96551", format: "uuid" });
+const money = z.number().openapi({ example: 100000 });
+
+export const tokenDataSchema = z.object({
+  token: z.string().openapi({ example: "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9..." }),
+});
+
+export const enabledWalletSchema = z.object({
+  id: uuid,
+  owned_by: z.string().openapi({ example: "ea0212d3-abd6-406f-8c67-868e814a2436" }),
+  status: z.literal("enabled"),
+  enabled_at: timestamp,
+  balance: money,
+}).openapi("EnabledWallet");
+
+export const disabledWalletSchema = z.object({
+  id: uuid,
+  owned_by: z.string(),
+  status: z.literal("disabled"),
+  disabled_at: timestamp,
+  balance: money,
+}).openapi("DisabledWallet");
+
+export const transactionSchema = z.object({
+  id: uuid,
+  status: z.enum(["success", "failed"]),
+  transacted_at: timestamp,
+  type: z.enum(["deposit", "withdrawal"]),
+  amount: money,
+  reference_id: z.string(),
+}).openapi("Transaction");
+
+export const depositSchema = z.object({
+  id: uuid,
+  deposited_by: z.string(),
+  status: z.literal("success"),
+  deposited_at: timestamp,
+  amount: money,
+  reference_id: z.string(),
+}).openapi("Deposit");
+
+export const withdrawalSchema = z.object({
+  id: uuid,
+  withdrawn_by: z.string(),
+  status: z.literal("success"),
+  withdrawn_at: timestamp,
+  amount: money,
+  reference_id: z.string(),
+}).openapi("Withdrawal");
+
+/** `{"status":"success","data":...}` */
+export function successSchema<T extends z.ZodType>(data: T) {
+  return z.object({ status: z.literal("success"), data });
+}
+
+const failError = z.union([z.string(), z.record(z.string(), z.array(z.string()))]);
+
+/** `{"status":"fail","data":{"error":...}}` with an example from the contract. */
+export function failSchema(example: string | Record<string, string[]>) {
+  return z.object({ status: z.literal("fail"), data: z.object({ error: failError }) })
+    .openapi({ example: { status: "fail", data: { error: example } } });
+}
+
+export const errorSchema = z.object({ status: z.literal("error"), message: z.string() })
+  .openapi("Error", { example: { status: "error", message: "Internal server error" } });

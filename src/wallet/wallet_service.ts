@@ -1,0 +1,235 @@
+/**
+ * The wallet use cases: each runs the wallet rules against the wallet as locked in PostgreSQL and persists
+ * the decision, its ledger rows and its outbox rows in one transaction. Knows nothing of HTTP.
+ */
+import type { Sql } from "../db/client.ts";
+import {
+  findTransactionsByReference,
+  findWallet,
+  listTransactions,
+  lockWallet,
+  upsertWalletForCustomer,
+  writeWalletChange,
+} from "../db/wallet_repository.ts";
+import type { BalanceCache, CachedWallet } from "../cache/balance_cache.ts";
+import type { Logger } from "../log.ts";
+import { centsToDecimal } from "./money.ts";
+import { KeyedBatcher } from "./wallet_batcher.ts";
+import { WalletRefusedError } from "./wallet_errors.ts";
+import {
+  decideDisable,
+  decideEnable,
+  decideMoneyRequests,
+  type MoneyOutcome,
+  type MoneyRequest,
+  replayRefusal,
+  type StatusDecision,
+  type Wallet,
+  type WalletTransaction,
+} from "./wallet_rules.ts";
+
+export interface WalletServiceOptions {
+  sql: Sql;
+  log: Logger;
+  /** Absent when this process runs without Redis: balances are then read from PostgreSQL. */
+  cache?: BalanceCache;
+  /** Called after every commit that wrote outbox rows: an in-process wake-up hint for the relay. */
+  onOutboxWritten?: () => void;
+}
+
+/** What GET /api/v1/wallet shows. */
+export interface WalletView {
+  id: string;
+  customerXid: string;
+  status: "enabled" | "disabled";
+  enabledAt: string | null;
+  disabledAt: string | null;
+  balance: string;
+}
+
+/** A page of the transaction history. */
+export interface TransactionPage {
+  transactions: WalletTransaction[];
+  nextCursor: bigint | null;
+}
+
+export class WalletService {
+  readonly #sql: Sql;
+  readonly #log: Logger;
+  readonly #cache?: BalanceCache;
+  readonly #onOutboxWritten: () => void;
+  readonly #batcher: KeyedBatcher<MoneyRequest, MoneyOutcome>;
+
+  constructor(options: WalletServiceOptions) {
+    this.#sql = options.sql;
+    this.#log = options.log;
+    this.#cache = options.cache;
+    this.#onOutboxWritten = options.onOutboxWritten ?? (() => {});
+    this.#batcher = new KeyedBatcher((walletId, requests) => this.#runMoneyBatch(walletId, requests));
+  }
+
+  /** Create the customer's account and (disabled) wallet, or find the existing ones. */
+  initAccount(customerXid: string): Promise<Wallet> {
+    return upsertWalletForCustomer(this.#sql, customerXid);
+  }
+
+  /** Enable the wallet; refused when already enabled. */
+  enable(walletId: string): Promise<Wallet> {
+    return this.#changeStatus(walletId, decideEnable);
+  }
+
+  /** Disable the wallet; refused when not enabled. */
+  disable(walletId: string): Promise<Wallet> {
+    return this.#changeStatus(walletId, decideDisable);
+  }
+
+  /** Deposit into an enabled wallet. Resolves with the transaction (new or replayed), or throws a refusal. */
+  deposit(walletId: string, amount: bigint, referenceId: string): Promise<WalletTransaction> {
+    return this.#money(walletId, { type: "deposit", amount, referenceId });
+  }
+
+  /** Withdraw from an enabled wallet; an insufficient balance is recorded as a failed transaction. */
+  withdraw(walletId: string, amount: bigint, referenceId: string): Promise<WalletTransaction> {
+    return this.#money(walletId, { type: "withdrawal", amount, referenceId });
+  }
+
+  /** The wallet as shown to its owner: from the cache, or from PostgreSQL on a miss or with Redis down. */
+  async view(walletId: string): Promise<WalletView> {
+    const cached = await this.#readCache(walletId);
+    if (cached) return requireEnabled(cached);
+    const wallet = await findWallet(this.#sql, walletId);
+    if (!wallet) throw new WalletRefusedError("wallet_not_found");
+    await this.#writeCache(toCached(wallet, Date.now()));
+    return requireEnabled(toCached(wallet, Date.now()));
+  }
+
+  /** The wallet's history, oldest first; `limit` null means all of it. */
+  async transactions(
+    walletId: string,
+    page: { limit: number | null; after: bigint | null },
+  ): Promise<TransactionPage> {
+    const wallet = await findWallet(this.#sql, walletId);
+    if (!wallet) throw new WalletRefusedError("wallet_not_found");
+    if (wallet.status !== "enabled") throw new WalletRefusedError("wallet_disabled");
+    const result = await listTransactions(this.#sql, walletId, {
+      afterSeq: page.after ?? 0n,
+      limit: page.limit,
+    });
+    return { transactions: result.transactions, nextCursor: result.hasMore ? result.lastSeq : null };
+  }
+
+  async #money(walletId: string, request: MoneyRequest): Promise<WalletTransaction> {
+    const outcome = await this.#batcher.submit(walletId, request);
+    if (outcome.kind === "refused") throw new WalletRefusedError(outcome.refusal);
+    const refusal = replayRefusal(outcome.transaction);
+    if (refusal) throw new WalletRefusedError(refusal);
+    return outcome.transaction;
+  }
+
+  /** One transaction for a batch of requests on one wallet: lock, read references, decide, write, commit. */
+  async #runMoneyBatch(walletId: string, requests: MoneyRequest[]): Promise<Array<MoneyOutcome | Error>> {
+    try {
+      const outcomes = await this.#sql.begin(async (tx) => {
+        const locked = await lockWallet(tx, walletId);
+        if (!locked) {
+          return requests.map((): MoneyOutcome => ({ kind: "refused", refusal: "wallet_not_found" }));
+        }
+        const recorded = locked.status === "enabled"
+          ? await findTransactionsByReference(tx, walletId, requests.map((r) => r.referenceId))
+          : new Map<string, WalletTransaction>();
+        const decision = decideMoneyRequests(locked, requests, recorded, new Date());
+        if (decision.newTransactions.length > 0) {
+          await writeWalletChange(tx, {
+            wallet: decision.wallet,
+            transactions: decision.newTransactions,
+            outbox: decision.outbox,
+          });
+        }
+        return decision.outcomes;
+      });
+      if (outcomes.some((o) => o.kind === "created")) this.#onOutboxWritten();
+      return outcomes;
+    } catch (error) {
+      if (requests.length === 1) return [asError(error)];
+      // One bad request must not fail its neighbours: each is retried in a transaction of its own.
+      this.#log.warn("wallet batch failed; retrying its requests one by one", { walletId, error });
+      const results: Array<MoneyOutcome | Error> = [];
+      for (const request of requests) results.push(...await this.#runMoneyBatch(walletId, [request]));
+      return results;
+    }
+  }
+
+  async #changeStatus(
+    walletId: string,
+    decide: (wallet: Wallet, now: Date) => StatusDecision,
+  ): Promise<Wallet> {
+    const decision = await this.#sql.begin(async (tx) => {
+      const locked = await lockWallet(tx, walletId);
+      if (!locked) throw new WalletRefusedError("wallet_not_found");
+      const decided = decide(locked, new Date());
+      if (decided.kind === "changed") {
+        await writeWalletChange(tx, { wallet: decided.wallet, transactions: [], outbox: [decided.outbox] });
+      }
+      return decided;
+    });
+    if (decision.kind === "refused") throw new WalletRefusedError(decision.refusal);
+    this.#onOutboxWritten();
+    // Status changes take effect at once for readers of the cache too, not only after the event arrives.
+    const entry = toCached(decision.wallet, Date.now());
+    if (!await this.#writeCache(entry)) await this.#evictCache(walletId);
+    return decision.wallet;
+  }
+
+  async #readCache(walletId: string): Promise<CachedWallet | null> {
+    if (!this.#cache) return null;
+    try {
+      return await this.#cache.get(walletId);
+    } catch (error) {
+      this.#log.warn("balance cache unavailable; reading PostgreSQL", { error });
+      return null;
+    }
+  }
+
+  /** Compare-and-set the cache; false when Redis could not be reached. */
+  async #writeCache(entry: CachedWallet): Promise<boolean> {
+    if (!this.#cache) return true;
+    try {
+      await this.#cache.put(entry);
+      return true;
+    } catch (error) {
+      this.#log.warn("balance cache write failed", { walletId: entry.id, error });
+      return false;
+    }
+  }
+
+  async #evictCache(walletId: string): Promise<void> {
+    try {
+      await this.#cache?.evict(walletId);
+    } catch (error) {
+      this.#log.error("balance cache could not be evicted after a status change", { walletId, error });
+    }
+  }
+}
+
+/** The cache entry describing a wallet as read from PostgreSQL. */
+export function toCached(wallet: Wallet, occurredAt: number): CachedWallet {
+  return {
+    id: wallet.id,
+    customerXid: wallet.customerXid,
+    status: wallet.status,
+    enabledAt: wallet.enabledAt?.toISOString() ?? null,
+    disabledAt: wallet.disabledAt?.toISOString() ?? null,
+    balance: centsToDecimal(wallet.balance),
+    version: Number(wallet.version),
+    occurredAt,
+  };
+}
+
+function requireEnabled(wallet: CachedWallet): WalletView {
+  if (wallet.status !== "enabled") throw new WalletRefusedError("wallet_disabled");
+  return wallet;
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
+}
