@@ -16,8 +16,8 @@ CREATE TABLE outbox (
   CONSTRAINT outbox_wallet_version_unique UNIQUE (wallet_id, wallet_version)
 );
 
--- What the relay scans: unsent rows per shard in id order. Stays small because sent rows leave it.
-CREATE INDEX outbox_unsent ON outbox (shard, id) WHERE sent_at IS NULL;
+-- What the relay scans: unsent rows in id order. Stays small because sent rows leave it.
+CREATE INDEX outbox_unsent ON outbox (id) WHERE sent_at IS NULL;
 -- What the retention cleanup scans.
 CREATE INDEX outbox_sent_at ON outbox (sent_at) WHERE sent_at IS NOT NULL;
 
@@ -35,14 +35,3 @@ CREATE TABLE outbox_dead_letter (
   last_error text,
   dead_at timestamptz NOT NULL DEFAULT now()
 );
-
--- Wakes relays within milliseconds of a commit. Only a hint: NOTIFY is lost on reconnect, relays sweep too.
--- Sent once per transaction whatever the number of rows (NOTIFY de-duplicates identical payloads).
-CREATE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  PERFORM pg_notify('outbox', '');
-  RETURN NULL;
-END;
-$$;
-
-CREATE TRIGGER outbox_notify AFTER INSERT ON outbox FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();

@@ -5,9 +5,13 @@ import { parseConfig } from "../src/config.ts";
 import { DLQ_SUFFIX, ensureServices } from "../src/ops/services.ts";
 import { runningKafkaPid } from "../src/ops/kafka_local.ts";
 import { runningRedisPid } from "../src/ops/redis_local.ts";
+import { testEnv } from "../src/ops/run_tests.ts";
+import { hideKafkajsTimeoutWarning } from "../src/ops/local_process.ts";
 
-// Real services: these tests only start what is missing and never stop anything.
-const config = parseConfig(Deno.env.toObject());
+// Real services: these tests only start what is missing and never stop anything. They always use the test
+// settings (test topic, test database), so a plain `deno test` never writes to the development topic.
+const config = parseConfig({ ...Deno.env.toObject(), ...testEnv() });
+hideKafkajsTimeoutWarning();
 const quiet = () => {};
 
 function kafkaClient(): Kafka {
@@ -57,7 +61,12 @@ describe("local services", () => {
       const [record] = await producer.send({
         topic: config.KAFKA_TOPIC,
         acks: -1,
-        messages: [{ key: "services-test", value: JSON.stringify({ at: new Date().toISOString() }) }],
+        // Marked so a consumer of the test topic can tell it is not a wallet event.
+        messages: [{
+          key: "services-test",
+          value: JSON.stringify({ probe: "services_test", at: new Date().toISOString() }),
+          headers: { "x-probe": "services_test" },
+        }],
       });
       assert.equal(record.errorCode, 0);
     } finally {

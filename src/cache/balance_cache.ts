@@ -78,8 +78,28 @@ export class BalanceCache {
 
   /** Store the entry if it is newer than what is cached; true when it was stored. */
   async put(entry: CachedWallet): Promise<boolean> {
-    const stored = await this.#redis.walletCompareAndSet(
-      this.#key(entry.id),
+    const stored = await this.#redis.walletCompareAndSet(this.#key(entry.id), ...this.#casArgs(entry));
+    return stored === 1;
+  }
+
+  /** Compare-and-set many entries in one round trip; one boolean (stored or not newer) per entry. */
+  async putMany(entries: CachedWallet[]): Promise<boolean[]> {
+    if (entries.length === 0) return [];
+    const pipeline = this.#redis.pipeline() as unknown as {
+      walletCompareAndSet(key: string, ...args: string[]): void;
+      exec(): Promise<Array<[Error | null, unknown]> | null>;
+    };
+    for (const entry of entries) pipeline.walletCompareAndSet(this.#key(entry.id), ...this.#casArgs(entry));
+    const results = await pipeline.exec();
+    if (!results) throw new Error("Redis pipeline was discarded");
+    return results.map(([error, stored]) => {
+      if (error) throw error;
+      return stored === 1;
+    });
+  }
+
+  #casArgs(entry: CachedWallet): string[] {
+    return [
       String(entry.version),
       entry.id,
       entry.customerXid,
@@ -89,8 +109,7 @@ export class BalanceCache {
       entry.balance,
       String(entry.occurredAt),
       String(this.options.ttlSeconds ?? 7 * 24 * 3600),
-    );
-    return stored === 1;
+    ];
   }
 
   /** Forget a wallet (used when a write-through could not be confirmed). */

@@ -128,10 +128,10 @@ export async function writeWalletChange(
       ) AS t(id, type, status, amount, reference_id, balance_after, created_at)
     )
     INSERT INTO outbox (event_id, wallet_id, shard, wallet_version, event_type, payload)
-    SELECT o.event_id, ${wallet.id}, ${shard}, o.wallet_version, o.event_type, o.payload
+    SELECT o.event_id, ${wallet.id}, ${shard}, o.wallet_version, o.event_type, o.payload::json
     FROM unnest(
       ${outbox.map((o) => o.eventId)}::uuid[], ${outbox.map((o) => o.version.toString())}::bigint[],
-      ${outbox.map((o) => o.type)}::text[], ${outbox.map((o) => JSON.stringify(o.payload))}::json[]
+      ${outbox.map((o) => o.type)}::text[], ${outbox.map((o) => JSON.stringify(o.payload))}::text[]
     ) AS o(event_id, wallet_version, event_type, payload)`;
 }
 

@@ -3,10 +3,12 @@
  */
 import { loadConfig } from "../config.ts";
 import { migrateUp } from "../db/migrate.ts";
+import { hideKafkajsTimeoutWarning } from "./local_process.ts";
 import { ensureServices } from "./services.ts";
 
 /** Prepare everything the service needs locally, then hand over to the service entry point. */
 export async function dev(): Promise<void> {
+  hideKafkajsTimeoutWarning();
   const config = loadConfig();
   const log = (line: string) => console.log(line);
   try {

@@ -141,7 +141,8 @@ export async function ensureKafka(brokers: string[], log: Log): Promise<{ starte
       `${
         alive ? `Kafka did not become ready within ${START_TIMEOUT_MS / 1000}s` : "Kafka broker exited early"
       }` +
-        ` (log: ${paths.log}):\n${tailFile(paths.log, 25)}`,
+        ` (log: ${paths.log}; a data folder left from another setup is a usual cause: ` +
+        `remove ${paths.data} to start fresh):\n${tailFile(paths.log, 25)}`,
     );
   }
   log(`kafka: ready in ${elapsed(start)}`);

@@ -7,6 +7,7 @@
 import { parseConfig } from "../config.ts";
 import { migrateUp } from "../db/migrate.ts";
 import { databaseName, recreateDatabase } from "./postgres_local.ts";
+import { hideKafkajsTimeoutWarning } from "./local_process.ts";
 import { ensureServices } from "./services.ts";
 
 /** A fixed secret for tests only (40 characters); never used outside APP_ENV=test. */
@@ -73,4 +74,7 @@ export async function runTests(extra: string[]): Promise<number> {
   }
 }
 
-if (import.meta.main) Deno.exit(await runTests(Deno.args));
+if (import.meta.main) {
+  hideKafkajsTimeoutWarning();
+  Deno.exit(await runTests(Deno.args));
+}

@@ -2,6 +2,7 @@
  * `deno task services up|down|status`: start, stop or show the local Postgres, Redis and Kafka.
  */
 import { loadConfig } from "../config.ts";
+import { hideKafkajsTimeoutWarning } from "./local_process.ts";
 import { ensureServices, servicesStatus, stopServices } from "./services.ts";
 
 const USAGE = "Usage: deno task services up|down|status";
@@ -31,4 +32,7 @@ export async function servicesCli(args: string[]): Promise<number> {
   }
 }
 
-if (import.meta.main) Deno.exit(await servicesCli(Deno.args));
+if (import.meta.main) {
+  hideKafkajsTimeoutWarning();
+  Deno.exit(await servicesCli(Deno.args));
+}

@@ -1,0 +1,165 @@
+/**
+ * The balance-cache consumer: a Kafka consumer group that applies wallet events to the Redis cache through
+ * a version compare-and-set, so redelivery, replay from offset 0 and reordering leave the cache right.
+ *
+ * Offsets are committed only after the cache write. A malformed message is logged and set aside on the
+ * dead-letter topic (`<topic>.dlq`), never retried forever.
+ */
+import type { Consumer, Kafka, KafkaMessage, Producer } from "kafkajs";
+import type { Config } from "../src/config.ts";
+import type { BalanceCache, CachedWallet } from "../src/cache/balance_cache.ts";
+import type { Logger } from "../src/log.ts";
+import { type WalletEvent, walletEventSchema } from "./event.ts";
+import { createKafka } from "./kafka.ts";
+import type { PipelineMetrics } from "./metrics.ts";
+
+export interface ConsumerOptions {
+  config: Pick<Config, "KAFKA_BROKERS" | "KAFKA_CLIENT_ID" | "KAFKA_TOPIC" | "KAFKA_CONSUMER_GROUP">;
+  cache: BalanceCache;
+  log: Logger;
+  metrics: PipelineMetrics;
+  kafka?: Kafka;
+}
+
+export interface RunningConsumer {
+  stop(): Promise<void>;
+}
+
+/** The cache entry an event describes. */
+export function eventToCacheEntry(event: WalletEvent): CachedWallet {
+  return {
+    id: event.wallet_id,
+    customerXid: event.customer_xid,
+    status: event.wallet_status,
+    enabledAt: event.enabled_at,
+    disabledAt: event.disabled_at,
+    balance: event.balance,
+    version: event.version,
+    occurredAt: Date.parse(event.occurred_at),
+  };
+}
+
+/** Parse a message; null when it is not a valid wallet event. */
+export function parseEvent(message: KafkaMessage): WalletEvent | null {
+  if (!message.value) return null;
+  try {
+    const result = walletEventSchema.safeParse(JSON.parse(message.value.toString("utf8")));
+    return result.success ? result.data : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Start consuming in the background; a Kafka outage is retried, never fatal. */
+export function startConsumer(options: ConsumerOptions): RunningConsumer {
+  const { config, cache, log, metrics } = options;
+  const kafka = options.kafka ??
+    createKafka({ brokers: config.KAFKA_BROKERS, clientId: config.KAFKA_CLIENT_ID }, log);
+  const deadLetterTopic = `${config.KAFKA_TOPIC}.dlq`;
+  let consumer: Consumer | null = null;
+  let dlqProducer: Producer | null = null;
+  let running = true;
+  let signalStop = () => {};
+  const stopped = new Promise<void>((resolve) => signalStop = resolve);
+
+  async function setAside(messages: KafkaMessage[], partition: number) {
+    dlqProducer ??= kafka.producer({ allowAutoTopicCreation: false });
+    await dlqProducer.connect();
+    await dlqProducer.send({
+      topic: deadLetterTopic,
+      acks: -1,
+      messages: messages.map((m) => ({
+        key: m.key,
+        value: m.value,
+        headers: { ...m.headers, "source-partition": String(partition), "source-offset": m.offset },
+      })),
+    });
+  }
+
+  async function run() {
+    let backoff = 200;
+    while (running) {
+      const fresh = kafka.consumer({
+        groupId: config.KAFKA_CONSUMER_GROUP,
+        sessionTimeout: 10_000,
+        heartbeatInterval: 1000,
+        maxWaitTimeInMs: 50, // freshness: do not hold fetches open long when the topic is quiet
+        retry: { retries: 5 },
+      });
+      try {
+        await fresh.connect();
+        await fresh.subscribe({ topic: config.KAFKA_TOPIC, fromBeginning: true });
+        consumer = fresh;
+        // kafkajs restarts itself after retriable crashes; after any other crash we start over.
+        const crashed = new Promise<void>((resolve) => {
+          fresh.on(fresh.events.CRASH, ({ payload }) => {
+            if (!payload.restart) resolve();
+          });
+        });
+        await fresh.run({
+          autoCommit: true,
+          autoCommitInterval: 1000,
+          eachBatchAutoResolve: false,
+          eachBatch: async ({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary }) => {
+            const latest = new Map<string, WalletEvent>();
+            const malformed: KafkaMessage[] = [];
+            for (const message of batch.messages) {
+              const event = parseEvent(message);
+              if (!event) {
+                malformed.push(message);
+                continue;
+              }
+              // Within a batch only the newest version of each wallet matters.
+              const seen = latest.get(event.wallet_id);
+              if (!seen || seen.version < event.version) latest.set(event.wallet_id, event);
+            }
+            metrics.consumed += batch.messages.length;
+            if (malformed.length > 0) {
+              log.error("malformed events set aside", {
+                topic: deadLetterTopic,
+                count: malformed.length,
+                offsets: malformed.map((m) => m.offset),
+              });
+              await setAside(malformed, batch.partition);
+              metrics.malformed += malformed.length;
+            }
+            const events = [...latest.values()];
+            const stored = await cache.putMany(events.map(eventToCacheEntry));
+            const now = Date.now();
+            events.forEach((event, i) => {
+              if (stored[i]) {
+                metrics.cacheApplied++;
+                metrics.eventToCacheMs.add(now - Date.parse(event.occurred_at));
+              } else metrics.cacheStale++;
+            });
+            // Offsets move only after the cache write succeeded.
+            resolveOffset(batch.lastOffset());
+            await commitOffsetsIfNecessary();
+            await heartbeat();
+          },
+        });
+        await Promise.race([crashed, stopped]);
+        if (!running) return;
+        throw new Error("consumer crashed");
+      } catch (error) {
+        consumer = null;
+        await fresh.disconnect().catch(() => {});
+        if (!running) return;
+        log.warn("consumer could not start; retrying", { error, backoffMs: backoff });
+        await new Promise((resolve) => setTimeout(resolve, backoff));
+        backoff = Math.min(backoff * 2, 5000);
+      }
+    }
+  }
+
+  const started = run();
+  return {
+    async stop() {
+      running = false;
+      signalStop();
+      await started;
+      await consumer?.disconnect().catch(() => {});
+      await dlqProducer?.disconnect().catch(() => {});
+    },
+  };
+}

@@ -1,0 +1,63 @@
+/**
+ * Kafka clients (kafkajs) for the relay and the consumer, configured in one place: broker addresses from
+ * configuration, kafkajs logs routed to our logger, bounded retries so callers decide how to back off.
+ */
+import { Kafka, type LogEntry, logLevel, Partitioners } from "kafkajs";
+import type { Logger } from "../src/log.ts";
+
+export interface KafkaSettings {
+  brokers: string[];
+  clientId: string;
+}
+
+/** A kafkajs client whose own logs go through our logger (warnings and errors only). */
+export function createKafka(settings: KafkaSettings, log: Logger): Kafka {
+  return new Kafka({
+    clientId: settings.clientId,
+    brokers: settings.brokers,
+    connectionTimeout: 3000,
+    requestTimeout: 10_000,
+    retry: { retries: 3, initialRetryTime: 100, maxRetryTime: 2000 },
+    logLevel: logLevel.WARN,
+    logCreator: () => ({ level, namespace, log: entry }: LogEntry) => {
+      const fields = { namespace, kafka: entry.message };
+      if (level <= logLevel.ERROR) log.debug("kafkajs error", fields); // our callers log what matters
+      else log.debug("kafkajs", fields);
+    },
+  });
+}
+
+/** The relay's producer: every message acknowledged by all in-sync replicas, one request in flight. */
+export function createOrderedProducer(kafka: Kafka) {
+  return kafka.producer({
+    createPartitioner: Partitioners.DefaultPartitioner, // murmur2 of the key, like the Java client
+    maxInFlightRequests: 1,
+    idempotent: false,
+    allowAutoTopicCreation: false,
+    retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1000 },
+  });
+}
+
+/** Errors that mean "Kafka is unreachable or unhappy", not "this message is bad": retried without counting. */
+export function isTransientKafkaError(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const names = [
+    "KafkaJSConnectionError",
+    "KafkaJSRequestTimeoutError",
+    "KafkaJSNumberOfRetriesExceeded",
+    "KafkaJSBrokerNotFound",
+    "KafkaJSConnectionClosedError",
+    "KafkaJSNonRetriableError",
+    "KafkaJSLockTimeout",
+  ];
+  if (names.includes(error.name)) {
+    // A protocol error wrapped by the retrier is about the message when it is not retriable.
+    const cause = (error as { cause?: unknown }).cause;
+    if (cause instanceof Error && cause.name === "KafkaJSProtocolError") {
+      return (cause as { retriable?: boolean }).retriable !== false;
+    }
+    return true;
+  }
+  if (error.name === "KafkaJSProtocolError") return (error as { retriable?: boolean }).retriable !== false;
+  return false;
+}

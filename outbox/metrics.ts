@@ -1,0 +1,83 @@
+/**
+ * What the pipeline counts: backlog, publish rate, consumer apply counts and the event-to-cache delay. Kept
+ * in process memory for the observability work to expose; cheap enough to update on every event.
+ */
+
+/** A fixed-size window of recent samples with percentiles. */
+export class SampleWindow {
+  readonly #samples: number[] = [];
+  #next = 0;
+
+  constructor(private readonly capacity = 10_000) {}
+
+  add(value: number): void {
+    if (this.#samples.length < this.capacity) this.#samples.push(value);
+    else this.#samples[this.#next] = value;
+    this.#next = (this.#next + 1) % this.capacity;
+  }
+
+  /** The p-th percentile (0..100) of the window, or null when empty. */
+  percentile(p: number): number | null {
+    if (this.#samples.length === 0) return null;
+    const sorted = [...this.#samples].sort((a, b) => a - b);
+    return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? sorted[0];
+  }
+
+  get count(): number {
+    return this.#samples.length;
+  }
+}
+
+export class PipelineMetrics {
+  /** Outbox rows acknowledged by Kafka. */
+  published = 0;
+  /** Publish attempts that failed (a whole batch counts once). */
+  publishFailures = 0;
+  /** Rows moved to the dead-letter table. */
+  deadLettered = 0;
+  /** Unsent outbox rows at the last measurement, and the age of the oldest. */
+  unsent = 0;
+  oldestUnsentAgeMs = 0;
+  /** Events read by the consumer, applied to the cache, skipped as not newer, and set aside as malformed. */
+  consumed = 0;
+  cacheApplied = 0;
+  cacheStale = 0;
+  malformed = 0;
+  /** Milliseconds from an event's occurrence to its cache write. */
+  readonly eventToCacheMs = new SampleWindow();
+  readonly #publishTimes: Array<{ at: number; count: number }> = [];
+
+  recordPublished(count: number, at = Date.now()): void {
+    this.published += count;
+    this.#publishTimes.push({ at, count });
+    while (this.#publishTimes.length > 0 && this.#publishTimes[0].at < at - 10_000) {
+      this.#publishTimes.shift();
+    }
+  }
+
+  /** Events per second published over the last 10 s. */
+  publishRate(now = Date.now()): number {
+    const recent = this.#publishTimes.filter((p) => p.at >= now - 10_000);
+    return recent.reduce((sum, p) => sum + p.count, 0) / 10;
+  }
+
+  snapshot() {
+    return {
+      published: this.published,
+      publishFailures: this.publishFailures,
+      publishRatePerSecond: this.publishRate(),
+      deadLettered: this.deadLettered,
+      unsent: this.unsent,
+      oldestUnsentAgeMs: this.oldestUnsentAgeMs,
+      consumed: this.consumed,
+      cacheApplied: this.cacheApplied,
+      cacheStale: this.cacheStale,
+      malformed: this.malformed,
+      eventToCacheMs: {
+        p50: this.eventToCacheMs.percentile(50),
+        p99: this.eventToCacheMs.percentile(99),
+        samples: this.eventToCacheMs.count,
+      },
+    };
+  }
+}

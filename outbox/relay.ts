@@ -1,0 +1,226 @@
+/**
+ * The outbox relay: publishes committed outbox rows to Kafka, keyed by wallet id, and marks them sent only
+ * after the broker acknowledged them.
+ *
+ * - Never skips a row: it reads every unsent row (not "ids above the last one"), so a row that commits late
+ *   is picked up by the next cycle.
+ * - Keeps each wallet's order with any number of relays: a cycle runs inside a transaction holding advisory
+ *   locks on the outbox shards it publishes (a shard is a hash of the wallet id).
+ * - One `send()` per batch, acks from all in-sync replicas, one request in flight.
+ * - Wakes on an in-process hint (and a cross-process NOTIFY) and sweeps periodically anyway.
+ * - Kafka down: rows wait in PostgreSQL and the relay backs off. A row the broker keeps refusing is retried
+ *   a bounded number of times, then set aside in the dead-letter table without blocking other wallets.
+ */
+import type { Kafka, Message, Producer } from "kafkajs";
+import type { Config } from "../src/config.ts";
+import type { Sql, TransactionSql } from "../src/db/client.ts";
+import {
+  backlog,
+  claimShards,
+  deleteSentBefore,
+  markSent,
+  type OutboxRow,
+  readUnsent,
+  recordFailure,
+} from "../src/db/outbox_repository.ts";
+import type { Logger } from "../src/log.ts";
+import { createKafka, createOrderedProducer, isTransientKafkaError } from "./kafka.ts";
+import type { PipelineMetrics } from "./metrics.ts";
+
+/** Channel of the cross-process wake-up hint. */
+export const OUTBOX_CHANNEL = "outbox_written";
+const MAX_BACKOFF_MS = 5000;
+const MAINTENANCE_EVERY_MS = 5000;
+
+export interface RelayOptions {
+  config: Pick<
+    Config,
+    | "KAFKA_BROKERS"
+    | "KAFKA_CLIENT_ID"
+    | "KAFKA_TOPIC"
+    | "RELAY_BATCH_SIZE"
+    | "RELAY_SWEEP_MS"
+    | "RELAY_MAX_ATTEMPTS"
+    | "RELAY_RETENTION_HOURS"
+  >;
+  sql: Sql;
+  log: Logger;
+  metrics: PipelineMetrics;
+  /** Injected in tests to use a prepared client; by default one is made from the configuration. */
+  kafka?: Kafka;
+}
+
+export interface RunningRelay {
+  /** Hint that rows were committed: the relay looks now instead of at its next sweep. */
+  wake(): void;
+  stop(): Promise<void>;
+  /** Resolves after the relay has published everything that was unsent when called (tests, benchmarks). */
+  drained(): Promise<void>;
+}
+
+/** Start the relay loop in the background. */
+export function startRelay(options: RelayOptions): RunningRelay {
+  const { config, sql, log, metrics } = options;
+  const kafka = options.kafka ??
+    createKafka({ brokers: config.KAFKA_BROKERS, clientId: config.KAFKA_CLIENT_ID }, log);
+  let producer: Producer | null = null;
+  let running = true;
+  let wakeUp: (() => void) | null = null;
+  let pendingWake = false;
+  let lastMaintenance = 0;
+  const idleWaiters: Array<() => void> = [];
+
+  function wake() {
+    pendingWake = true;
+    wakeUp?.();
+  }
+
+  function sleep(ms: number): Promise<void> {
+    if (pendingWake || !running) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        wakeUp = null;
+        resolve();
+      }
+      wakeUp = done;
+    });
+  }
+
+  async function connectedProducer(): Promise<Producer> {
+    if (producer) return producer;
+    const fresh = createOrderedProducer(kafka);
+    await fresh.connect();
+    producer = fresh;
+    return fresh;
+  }
+
+  async function dropProducer() {
+    const old = producer;
+    producer = null;
+    await old?.disconnect().catch(() => {});
+  }
+
+  function toMessage(row: OutboxRow): Message {
+    return {
+      key: row.walletId,
+      value: row.payload,
+      headers: { "event-id": row.eventId, "wallet-version": row.walletVersion },
+    };
+  }
+
+  /** Publish one batch; returns the number of rows handled (sent or failed). */
+  async function cycle(): Promise<number> {
+    const kafkaProducer = await connectedProducer();
+    return await sql.begin(async (tx) => {
+      const shards = await claimShards(tx);
+      if (shards.length === 0) return 0; // another relay holds them all right now
+      const rows = await readUnsent(tx, shards, config.RELAY_BATCH_SIZE);
+      if (rows.length === 0) return 0;
+      try {
+        await kafkaProducer.send({ topic: config.KAFKA_TOPIC, acks: -1, messages: rows.map(toMessage) });
+        await markSent(tx, rows.map((r) => r.id));
+        metrics.recordPublished(rows.length);
+        return rows.length;
+      } catch (error) {
+        metrics.publishFailures++;
+        if (isTransientKafkaError(error)) throw error; // nothing marked: the rows wait for Kafka
+        log.warn("batch refused by Kafka; publishing row by row to isolate the bad rows", { error });
+        return await publishRowByRow(tx, kafkaProducer, rows);
+      }
+    });
+  }
+
+  /** After a non-transient refusal: send rows one by one, stopping a wallet at its first failing row. */
+  async function publishRowByRow(
+    tx: TransactionSql,
+    kafkaProducer: Producer,
+    rows: OutboxRow[],
+  ): Promise<number> {
+    const blockedWallets = new Set<string>();
+    const sent: string[] = [];
+    for (const row of rows) {
+      if (blockedWallets.has(row.walletId)) continue; // later events of that wallet wait for it, in order
+      try {
+        await kafkaProducer.send({ topic: config.KAFKA_TOPIC, acks: -1, messages: [toMessage(row)] });
+        sent.push(row.id);
+      } catch (error) {
+        if (isTransientKafkaError(error)) break;
+        blockedWallets.add(row.walletId);
+        const moved = await recordFailure(
+          tx,
+          [row.id],
+          String((error as Error).message),
+          config.RELAY_MAX_ATTEMPTS,
+        );
+        if (moved > 0) {
+          metrics.deadLettered += moved;
+          log.error("outbox row moved to the dead-letter table", {
+            outboxId: row.id,
+            walletId: row.walletId,
+            error,
+          });
+        }
+      }
+    }
+    await markSent(tx, sent);
+    metrics.recordPublished(sent.length);
+    return sent.length + blockedWallets.size;
+  }
+
+  async function maintenance() {
+    const now = Date.now();
+    if (now - lastMaintenance < MAINTENANCE_EVERY_MS) return;
+    lastMaintenance = now;
+    const cutoff = new Date(now - config.RELAY_RETENTION_HOURS * 3600_000);
+    const deleted = await deleteSentBefore(sql, cutoff);
+    if (deleted > 0) log.debug("deleted sent outbox rows past retention", { deleted });
+    const lag = await backlog(sql);
+    metrics.unsent = lag.unsent;
+    metrics.oldestUnsentAgeMs = lag.oldestAgeMs;
+  }
+
+  const listening = sql.listen(OUTBOX_CHANNEL, () => wake()).catch((error) => {
+    log.warn("cannot LISTEN for outbox hints; relying on the sweep", { error });
+    return null;
+  });
+
+  const loop = (async () => {
+    let backoff = 100;
+    while (running) {
+      pendingWake = false;
+      try {
+        const handled = await cycle();
+        backoff = 100;
+        await maintenance();
+        if (handled >= config.RELAY_BATCH_SIZE) continue; // backlog: go again at once
+        if (handled === 0) { for (const resolve of idleWaiters.splice(0)) resolve(); }
+        await sleep(config.RELAY_SWEEP_MS);
+      } catch (error) {
+        log.warn("relay cycle failed; backing off", { error, backoffMs: backoff });
+        if (isTransientKafkaError(error)) await dropProducer();
+        await sleep(backoff);
+        pendingWake = false;
+        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+      }
+    }
+  })();
+
+  return {
+    wake,
+    drained() {
+      return new Promise((resolve) => {
+        idleWaiters.push(resolve);
+        wake();
+      });
+    },
+    async stop() {
+      running = false;
+      wakeUp?.();
+      await loop;
+      await (await listening)?.unlisten().catch(() => {});
+      await dropProducer();
+    },
+  };
+}

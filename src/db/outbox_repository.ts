@@ -1,0 +1,84 @@
+/**
+ * The outbox SQL used by the relay: claim shards, read unsent rows, mark them sent, set aside rows that keep
+ * failing, clean up after the retention, and measure the backlog.
+ */
+import type { Sql, TransactionSql } from "./client.ts";
+import { OUTBOX_SHARDS } from "./wallet_repository.ts";
+
+/** Advisory-lock namespace of the relay shard locks (any constant unique to this purpose). */
+const RELAY_LOCK_NAMESPACE = 0x6d77; // "mw"
+
+export interface OutboxRow {
+  id: string;
+  eventId: string;
+  walletId: string;
+  walletVersion: string;
+  payload: string;
+  attempts: number;
+}
+
+/**
+ * Lock as many outbox shards as are free for the rest of this transaction. A shard is published by one relay
+ * at a time, which keeps each wallet's events in order with any number of relays running.
+ */
+export async function claimShards(tx: TransactionSql): Promise<number[]> {
+  const rows = await tx<{ shard: number }[]>`
+    SELECT s AS shard FROM generate_series(0, ${OUTBOX_SHARDS - 1}::int) AS s
+    WHERE pg_try_advisory_xact_lock(${RELAY_LOCK_NAMESPACE}::int, s)`;
+  return rows.map((r) => r.shard);
+}
+
+/** The oldest unsent rows of the given shards, in id order (per wallet, id order is commit order). */
+export async function readUnsent(tx: TransactionSql, shards: number[], limit: number): Promise<OutboxRow[]> {
+  const all = shards.length === OUTBOX_SHARDS;
+  return await tx<OutboxRow[]>`
+    SELECT id, event_id AS "eventId", wallet_id AS "walletId", wallet_version AS "walletVersion",
+      payload::text AS payload, attempts
+    FROM outbox
+    WHERE sent_at IS NULL ${all ? tx`` : tx`AND shard = ANY(${shards}::int[])`}
+    ORDER BY id LIMIT ${limit}`;
+}
+
+/** Mark rows sent once the broker acknowledged them. */
+export async function markSent(tx: TransactionSql, ids: string[]): Promise<void> {
+  if (ids.length === 0) return;
+  await tx`UPDATE outbox SET sent_at = now() WHERE id = ANY(${ids}::bigint[])`;
+}
+
+/** Count a failed attempt; rows at `maxAttempts` move to the dead-letter table. Returns how many moved. */
+export async function recordFailure(
+  tx: TransactionSql,
+  ids: string[],
+  error: string,
+  maxAttempts: number,
+): Promise<number> {
+  if (ids.length === 0) return 0;
+  const moved = await tx`
+    WITH failed AS (
+      UPDATE outbox SET attempts = attempts + 1, last_error = ${error.slice(0, 2000)}
+      WHERE id = ANY(${ids}::bigint[]) RETURNING *
+    ), dead AS (
+      DELETE FROM outbox WHERE id IN (SELECT id FROM failed WHERE attempts >= ${maxAttempts}) RETURNING id
+    )
+    INSERT INTO outbox_dead_letter (id, event_id, wallet_id, wallet_version, event_type, payload, created_at,
+      attempts, last_error)
+    SELECT id, event_id, wallet_id, wallet_version, event_type, payload, created_at, attempts, last_error
+    FROM failed WHERE id IN (SELECT id FROM dead)`;
+  return moved.count;
+}
+
+/** Delete sent rows older than the retention, a bounded number at a time. Returns how many were deleted. */
+export async function deleteSentBefore(sql: Sql, cutoff: Date, limit = 10_000): Promise<number> {
+  const result = await sql`
+    DELETE FROM outbox WHERE id IN (
+      SELECT id FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ${cutoff} LIMIT ${limit})`;
+  return result.count;
+}
+
+/** Unsent rows and the age of the oldest, for lag metrics. */
+export async function backlog(sql: Sql): Promise<{ unsent: number; oldestAgeMs: number }> {
+  const [row] = await sql<{ unsent: string; oldest_age_ms: number | null }[]>`
+    SELECT count(*) AS unsent, extract(epoch FROM now() - min(created_at)) * 1000 AS oldest_age_ms
+    FROM outbox WHERE sent_at IS NULL`;
+  return { unsent: Number(row.unsent), oldestAgeMs: Number(row.oldest_age_ms ?? 0) };
+}

@@ -1,0 +1,77 @@
+/**
+ * Starts the roles a process runs and returns one handle to stop them all. Kept apart from main.ts so tests
+ * and benchmarks can run a whole service in-process with their own configuration.
+ */
+import type { Config } from "./config.ts";
+import type { Logger } from "./log.ts";
+import { createApp } from "./app.ts";
+import { createTokenService } from "./auth/tokens.ts";
+import { BalanceCache, createRedis } from "./cache/balance_cache.ts";
+import { createSql } from "./db/client.ts";
+import { WalletService } from "./wallet/wallet_service.ts";
+import { PipelineMetrics } from "../outbox/metrics.ts";
+import { startRelay } from "../outbox/relay.ts";
+import { startConsumer } from "../outbox/consumer.ts";
+import { createOutboxHint } from "../outbox/outbox_hint.ts";
+
+export interface RunningService {
+  /** The HTTP port, when the API role runs. */
+  port: number | null;
+  metrics: PipelineMetrics;
+  stop(): Promise<void>;
+}
+
+/** Start every role listed in `config.ROLES`. */
+export async function startService(config: Config, log: Logger): Promise<RunningService> {
+  const roles = new Set(config.ROLES);
+  const sql = createSql(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE });
+  const redis = createRedis(config.REDIS_URL);
+  redis.on("error", (error) => log.debug("redis connection error", { error }));
+  const cache = new BalanceCache(redis);
+  const metrics = new PipelineMetrics();
+  const stops: Array<() => Promise<void>> = [];
+
+  const relay = roles.has("relay")
+    ? startRelay({ config, sql, log: log.child({ role: "relay" }), metrics })
+    : null;
+  if (relay) stops.push(() => relay.stop());
+
+  if (roles.has("consumer")) {
+    const consumer = startConsumer({ config, cache, log: log.child({ role: "consumer" }), metrics });
+    stops.push(() => consumer.stop());
+  }
+
+  let port: number | null = null;
+  if (roles.has("api")) {
+    const wallets = new WalletService({
+      sql,
+      log,
+      cache,
+      // A local relay is woken directly; relays in other processes get a coalesced NOTIFY.
+      onOutboxWritten: relay ? () => relay.wake() : createOutboxHint(sql, log),
+    });
+    const tokens = createTokenService({ secret: config.JWT_SECRET, ttlSeconds: config.TOKEN_TTL_SECONDS });
+    const app = createApp({ wallets, tokens, log });
+    const server = Deno.serve({
+      port: config.PORT,
+      hostname: config.HOST,
+      onListen: ({ hostname, port }) => log.info("listening", { url: `http://${hostname}:${port}` }),
+    }, app.fetch);
+    port = server.addr.port;
+    // Stop accepting first, so in-flight requests finish before their connections close.
+    stops.unshift(() => server.shutdown());
+  }
+  log.info("started", { roles: [...roles] });
+
+  return {
+    port,
+    metrics,
+    async stop() {
+      for (const stop of stops) {
+        await stop().catch((error) => log.error("stop failed", { error }));
+      }
+      redis.disconnect();
+      await sql.end({ timeout: 5 });
+    },
+  };
+}

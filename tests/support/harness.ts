@@ -1,0 +1,131 @@
+/**
+ * Test harness: the real app wired to the real PostgreSQL and Redis of the test environment (set up by
+ * `deno task test`), driven in-process with `app.request()`.
+ */
+import { parseConfig } from "../../src/config.ts";
+import { createApp } from "../../src/app.ts";
+import { createTokenService, type TokenService } from "../../src/auth/tokens.ts";
+import { BalanceCache, createRedis } from "../../src/cache/balance_cache.ts";
+import { createSql, type Sql } from "../../src/db/client.ts";
+import { createLogger } from "../../src/log.ts";
+import { WalletService } from "../../src/wallet/wallet_service.ts";
+import type { Redis } from "ioredis";
+
+export const config = parseConfig(Deno.env.toObject());
+
+export interface Harness {
+  sql: Sql;
+  redis: Redis;
+  cache: BalanceCache;
+  tokens: TokenService;
+  wallets: WalletService;
+  app: ReturnType<typeof createApp>;
+  close(): Promise<void>;
+}
+
+/** Build the app against the test database and Redis. Close it in `after()`. */
+export function createHarness(options: { poolSize?: number } = {}): Harness {
+  const sql = createSql(config.DATABASE_URL, { max: options.poolSize ?? 10 });
+  const redis = createRedis(config.REDIS_URL);
+  redis.on("error", () => {});
+  const cache = new BalanceCache(redis);
+  const log = createLogger(config.LOG_LEVEL);
+  const tokens = createTokenService({ secret: config.JWT_SECRET, ttlSeconds: config.TOKEN_TTL_SECONDS });
+  const wallets = new WalletService({ sql, log, cache });
+  const app = createApp({ wallets, tokens, log });
+  return {
+    sql,
+    redis,
+    cache,
+    tokens,
+    wallets,
+    app,
+    async close() {
+      redis.disconnect();
+      await sql.end({ timeout: 5 });
+    },
+  };
+}
+
+/** A fresh customer id, so tests never share wallets and run in any order. */
+export function newCustomerXid(): string {
+  return `test-${crypto.randomUUID()}`;
+}
+
+/** Send a request; `body` as an object is sent as JSON, a FormData or URLSearchParams as is. */
+export async function call(
+  app: Harness["app"],
+  method: string,
+  path: string,
+  options: { token?: string; scheme?: string; body?: unknown; headers?: Record<string, string> } = {},
+): Promise<{ status: number; body: any; headers: Headers }> {
+  const headers: Record<string, string> = { ...options.headers };
+  if (options.token) headers.authorization = `${options.scheme ?? "Token"} ${options.token}`;
+  let body: BodyInit | undefined;
+  if (options.body instanceof FormData || options.body instanceof URLSearchParams) body = options.body;
+  else if (typeof options.body === "string") body = options.body;
+  else if (options.body !== undefined) {
+    body = JSON.stringify(options.body);
+    headers["content-type"] ??= "application/json";
+  }
+  const response = await app.request(path, { method, headers, body });
+  const text = await response.text();
+  let parsed: unknown = text;
+  try {
+    parsed = JSON.parse(text);
+  } catch { /* not JSON: keep the text so the assertion shows it */ }
+  return { status: response.status, body: parsed, headers: response.headers };
+}
+
+/** Init a new customer and enable the wallet; returns its token and wallet id. */
+export async function enabledWallet(app: Harness["app"]): Promise<{ token: string; walletId: string; xid: string }> {
+  const xid = newCustomerXid();
+  const init = await call(app, "POST", "/api/v1/init", { body: { customer_xid: xid } });
+  if (init.status !== 201) throw new Error(`init failed: ${JSON.stringify(init.body)}`);
+  const token = init.body.data.token as string;
+  const enable = await call(app, "POST", "/api/v1/wallet", { token });
+  if (enable.status !== 201) throw new Error(`enable failed: ${JSON.stringify(enable.body)}`);
+  return { token, walletId: enable.body.data.wallet.id, xid };
+}
+
+/** Init a new customer without enabling the wallet; returns its token. */
+export async function initCustomer(
+  app: Harness["app"],
+  xid: string = newCustomerXid(),
+): Promise<{ token: string; xid: string }> {
+  const init = await call(app, "POST", "/api/v1/init", { body: { customer_xid: xid } });
+  if (init.status !== 201) throw new Error(`init failed: ${JSON.stringify(init.body)}`);
+  return { token: init.body.data.token as string, xid };
+}
+
+/** The wallet row as PostgreSQL has it (balance and version as bigint), or null. */
+export async function dbWallet(
+  sql: Harness["sql"],
+  walletId: string,
+): Promise<{ status: string; balance: bigint; version: bigint } | null> {
+  const rows = await sql<{ status: string; balance: string; version: string }[]>`
+    SELECT status, balance, version FROM wallets WHERE id = ${walletId}`;
+  return rows.length
+    ? { status: rows[0].status, balance: BigInt(rows[0].balance), version: BigInt(rows[0].version) }
+    : null;
+}
+
+/** How many ledger and outbox rows a wallet has: for "nothing was written" checks. */
+export async function countWrites(
+  sql: Harness["sql"],
+  walletId: string,
+): Promise<{ transactions: number; outbox: number }> {
+  const [row] = await sql<{ transactions: number; outbox: number }[]>`
+    SELECT (SELECT count(*)::int FROM wallet_transactions WHERE wallet_id = ${walletId}) AS transactions,
+           (SELECT count(*)::int FROM outbox WHERE wallet_id = ${walletId}) AS outbox`;
+  return row;
+}
+
+/**
+ * GET /api/v1/wallet after evicting the cached entry, so the balance is read from PostgreSQL (no consumer
+ * refreshes the cache in tests; the contract allows the cached balance to lag).
+ */
+export async function freshView(harness: Harness, token: string, walletId: string) {
+  await harness.cache.evict(walletId);
+  return call(harness.app, "GET", "/api/v1/wallet", { token });
+}
