@@ -3,6 +3,7 @@
  * configuration, kafkajs logs routed to our logger, bounded retries so callers decide how to back off.
  */
 import { Kafka, type LogEntry, logLevel, Partitioners } from "kafkajs";
+import process from "node:process";
 import type { Logger } from "../src/log.ts";
 
 export interface KafkaSettings {
@@ -60,4 +61,17 @@ export function isTransientKafkaError(error: unknown): boolean {
   }
   if (error.name === "KafkaJSProtocolError") return (error as { retriable?: boolean }).retriable !== false;
   return false;
+}
+
+/**
+ * Hide the harmless TimeoutNegativeWarning kafkajs 2.2.4 triggers (its request queue schedules a negative
+ * timeout when idle); every other process warning is still printed.
+ */
+export function hideKafkajsTimeoutWarning(): void {
+  const listeners = process.listeners("warning");
+  process.removeAllListeners("warning");
+  process.on("warning", (warning) => {
+    if (warning.name === "TimeoutNegativeWarning") return;
+    for (const listener of listeners) listener(warning);
+  });
 }

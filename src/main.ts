@@ -6,10 +6,12 @@
 import { loadConfig } from "./config.ts";
 import { createLogger } from "./log.ts";
 import { startService } from "./service.ts";
+import { hideKafkajsTimeoutWarning } from "../outbox/kafka.ts";
 
+hideKafkajsTimeoutWarning();
 const config = loadConfig();
 const log = createLogger(config.LOG_LEVEL, { service: "mini-wallet" });
-const service = await startService(config, log);
+const service = startService(config, log);
 
 let stopping = false;
 async function shutdown(signal: string) {

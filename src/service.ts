@@ -22,7 +22,7 @@ export interface RunningService {
 }
 
 /** Start every role listed in `config.ROLES`. */
-export async function startService(config: Config, log: Logger): Promise<RunningService> {
+export function startService(config: Config, log: Logger): RunningService {
   const roles = new Set(config.ROLES);
   const sql = createSql(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE });
   const redis = createRedis(config.REDIS_URL);

@@ -20,7 +20,10 @@ import {
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 const MISSING = "Missing data for required field.";
-const CONFLICT = { status: "fail", data: { error: { reference_id: ["Reference ID has already been used."] } } };
+const CONFLICT = {
+  status: "fail",
+  data: { error: { reference_id: ["Reference ID has already been used."] } },
+};
 
 let h: Harness;
 before(() => {
@@ -100,7 +103,9 @@ describe("POST /api/v1/init", () => {
   });
 
   it("customer_xid: blank, over 64 code points and non-strings are refused; 64 emoji are accepted", async () => {
-    for (const customer_xid of ["", "   ", "\t\n", "x".repeat(65), "😀".repeat(65), 12345, true, { a: 1 }, ["a"]]) {
+    for (
+      const customer_xid of ["", "   ", "\t\n", "x".repeat(65), "😀".repeat(65), 12345, true, { a: 1 }, ["a"]]
+    ) {
       const res = await call(h.app, "POST", "/api/v1/init", { body: { customer_xid } });
       assert.equal(res.status, 400, JSON.stringify(customer_xid));
       assertFieldError(res.body, ["customer_xid"]);
@@ -228,7 +233,14 @@ describe("GET /api/v1/wallet/transactions", () => {
     assert.deepEqual(list.map((t: any) => t.status), ["success", "failed", "success", "success"]);
     assert.deepEqual(list.map((t: any) => t.amount), [100, 500, 30.5, 0.01]);
     for (const t of list) {
-      assert.deepEqual(Object.keys(t).sort(), ["amount", "id", "reference_id", "status", "transacted_at", "type"]);
+      assert.deepEqual(Object.keys(t).sort(), [
+        "amount",
+        "id",
+        "reference_id",
+        "status",
+        "transacted_at",
+        "type",
+      ]);
       assert.match(t.id, UUID);
       assertTimestamp(t.transacted_at);
     }
@@ -261,7 +273,9 @@ describe("GET /api/v1/wallet/transactions", () => {
       let cursor: string | null = null;
       let pages = 0;
       do {
-        const query: string = `?limit=${limit}${cursor === null ? "" : `&cursor=${encodeURIComponent(cursor)}`}`;
+        const query: string = `?limit=${limit}${
+          cursor === null ? "" : `&cursor=${encodeURIComponent(cursor)}`
+        }`;
         const res = await transactions(token, query);
         assert.equal(res.status, 200, JSON.stringify(res.body));
         assert.ok("next_cursor" in res.body.data);
@@ -405,7 +419,12 @@ describe("POST /api/v1/wallet/withdrawals", () => {
     const list = (await transactions(token)).body.data.transactions;
     assert.equal(list.length, 2);
     assert.deepEqual(
-      { type: list[1].type, status: list[1].status, amount: list[1].amount, reference_id: list[1].reference_id },
+      {
+        type: list[1].type,
+        status: list[1].status,
+        amount: list[1].amount,
+        reference_id: list[1].reference_id,
+      },
       { type: "withdrawal", status: "failed", amount: 10.01, reference_id: ref },
     );
     const view = await freshView(h, token, walletId);
@@ -612,7 +631,10 @@ describe("amounts", () => {
       }
     }
     const precise = await deposit(token, "1.001");
-    assert.deepEqual(precise.body, failWith({ amount: ["Must be a positive amount with at most 2 decimal places."] }));
+    assert.deepEqual(
+      precise.body,
+      failWith({ amount: ["Must be a positive amount with at most 2 decimal places."] }),
+    );
     assert.deepEqual(await countWrites(h.sql, walletId), before);
     assert.equal((await dbWallet(h.sql, walletId))!.balance, 500n);
   });
@@ -677,7 +699,9 @@ describe("amounts", () => {
 describe("reference_id", () => {
   it("blank, over 64 code points and non-strings are refused with a field error", async () => {
     const { token, walletId } = await enabledWallet(h.app);
-    for (const reference_id of ["", "   ", "\t", "r".repeat(65), "😀".repeat(65), 12345, true, { a: 1 }, ["a"]]) {
+    for (
+      const reference_id of ["", "   ", "\t", "r".repeat(65), "😀".repeat(65), 12345, true, { a: 1 }, ["a"]]
+    ) {
       const res = await deposit(token, 1, reference_id);
       assert.equal(res.status, 400, JSON.stringify(reference_id));
       assertFieldError(res.body, ["reference_id"]);

@@ -65,7 +65,11 @@ function validate(doc: Json, schemaIn: Json, value: unknown, at = "$"): string[]
   const types: string[] = schema.type === undefined ? [] : [schema.type].flat();
   if (schema.nullable) types.push("null");
   const typeOf = (v: unknown) =>
-    v === null ? "null" : Array.isArray(v) ? "array" : typeof v === "number"
+    v === null
+      ? "null"
+      : Array.isArray(v)
+      ? "array"
+      : typeof v === "number"
       ? (Number.isInteger(v) ? "integer" : "number")
       : typeof v;
   if (types.length > 0) {
@@ -147,7 +151,10 @@ describe("GET /openapi.json", () => {
     for (const [path, item] of Object.entries<Json>(doc.paths)) {
       assert.ok(path.startsWith("/"), path);
       for (const [method, operation] of Object.entries<Json>(item)) {
-        assert.ok(["get", "post", "put", "patch", "delete", "head", "options", "trace"].includes(method), method);
+        assert.ok(
+          ["get", "post", "put", "patch", "delete", "head", "options", "trace"].includes(method),
+          method,
+        );
         assert.ok(Object.keys(operation.responses ?? {}).length > 0, `${method} ${path} has no responses`);
       }
     }
@@ -187,7 +194,9 @@ describe("GET /openapi.json", () => {
           const data = deref(doc, schema.properties.data);
           assert.ok(data.required?.includes("error"), where);
           // Every 4xx example is itself a valid body of the documented schema.
-          if (schema.example !== undefined) assert.deepEqual(validate(doc, schema, schema.example), [], where);
+          if (schema.example !== undefined) {
+            assert.deepEqual(validate(doc, schema, schema.example), [], where);
+          }
         } else {
           assert.deepEqual(deref(doc, schema.properties.status).enum, ["error"], where);
           assert.ok(schema.required?.includes("message"), where);
@@ -202,7 +211,10 @@ describe("GET /openapi.json", () => {
       assert.ok(body, `${op.method} ${op.path} has no requestBody`);
       assert.deepEqual(Object.keys(body.content).sort(), [...MEDIA_TYPES].sort(), `${op.method} ${op.path}`);
       const schemas = MEDIA_TYPES.map((type) => deref(doc, body.content[type].schema));
-      assert.ok(schemas.every((s) => s.type === "object" && s.required?.length > 0), `${op.method} ${op.path}`);
+      assert.ok(
+        schemas.every((s) => s.type === "object" && s.required?.length > 0),
+        `${op.method} ${op.path}`,
+      );
     }
     const fields = (path: string, method: string) =>
       deref(doc, deref(doc, doc.paths[path][method].requestBody).content["multipart/form-data"].schema)
@@ -316,7 +328,10 @@ describe("GET /openapi.json", () => {
     check("/api/v1/wallet", "patch", await call(app, "PATCH", "/api/v1/wallet", { token, body: {} }));
 
     const other = await enabledWallet(app);
-    const again = await call(app, "PATCH", "/api/v1/wallet", { token: other.token, body: { is_disabled: "TRUE" } });
+    const again = await call(app, "PATCH", "/api/v1/wallet", {
+      token: other.token,
+      body: { is_disabled: "TRUE" },
+    });
     assert.equal(again.status, 200);
     check("/api/v1/wallet", "patch", again);
   });

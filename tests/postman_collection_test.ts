@@ -10,9 +10,12 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import newman from "npm:newman@6.2.2";
-import { startLiveServer, type LiveServer } from "./support/live_server.ts";
+import { type LiveServer, startLiveServer } from "./support/live_server.ts";
 
-const COLLECTION_PATH = new URL("../../shared/clients/mini-wallet-exercise.postman_collection.json", import.meta.url);
+const COLLECTION_PATH = new URL(
+  "../../shared/clients/mini-wallet-exercise.postman_collection.json",
+  import.meta.url,
+);
 
 /** The item names in the order they must run, with the contract's success status of each. */
 const EXPECTED: [string, number][] = [
@@ -76,8 +79,12 @@ describe("the public Postman collection, run by newman", () => {
   let live: LiveServer;
   let result: { summary: Any; executions: Execution[] };
   /** What the server received, in order. */
-  const received: { method: string; path: string; authorization: string | null; contentType: string | null }[] =
-    [];
+  const received: {
+    method: string;
+    path: string;
+    authorization: string | null;
+    contentType: string | null;
+  }[] = [];
   const xid = `postman-${crypto.randomUUID()}`;
   const depositRef = crypto.randomUUID();
   const withdrawRef = crypto.randomUUID();
@@ -130,7 +137,11 @@ describe("the public Postman collection, run by newman", () => {
       "PATCH /api/v1/wallet",
     ]);
     for (const index of [0, 4, 5, 6]) {
-      assert.match(received[index].contentType ?? "", /^multipart\/form-data; boundary=/, received[index].path);
+      assert.match(
+        received[index].contentType ?? "",
+        /^multipart\/form-data; boundary=/,
+        received[index].path,
+      );
     }
     assert.equal(received[0].authorization, null, "init is noauth");
     const token = JSON.parse(result.executions[0].body).data.token;

@@ -6,7 +6,7 @@ import { DLQ_SUFFIX, ensureServices } from "../src/ops/services.ts";
 import { runningKafkaPid } from "../src/ops/kafka_local.ts";
 import { runningRedisPid } from "../src/ops/redis_local.ts";
 import { testEnv } from "../src/ops/run_tests.ts";
-import { hideKafkajsTimeoutWarning } from "../src/ops/local_process.ts";
+import { hideKafkajsTimeoutWarning } from "../outbox/kafka.ts";
 
 // Real services: these tests only start what is missing and never stop anything. They always use the test
 // settings (test topic, test database), so a plain `deno test` never writes to the development topic.

@@ -27,7 +27,11 @@ function wallet(overrides: Partial<Wallet> = {}): Wallet {
   };
 }
 
-const deposit = (amount: bigint, referenceId: string): MoneyRequest => ({ type: "deposit", amount, referenceId });
+const deposit = (amount: bigint, referenceId: string): MoneyRequest => ({
+  type: "deposit",
+  amount,
+  referenceId,
+});
 const withdrawal = (amount: bigint, referenceId: string): MoneyRequest => ({
   type: "withdrawal",
   amount,
@@ -49,7 +53,12 @@ describe("decideMoneyRequests", () => {
       NOW,
     );
     const [w1, d1, w2, w3] = decision.outcomes.map(created);
-    assert.deepEqual([w1.status, d1.status, w2.status, w3.status], ["failed", "success", "success", "failed"]);
+    assert.deepEqual([w1.status, d1.status, w2.status, w3.status], [
+      "failed",
+      "success",
+      "success",
+      "failed",
+    ]);
     assert.deepEqual([w1.balanceAfter, d1.balanceAfter, w2.balanceAfter, w3.balanceAfter], [
       0n,
       10000n,
@@ -204,7 +213,12 @@ describe("decideMoneyRequests", () => {
   });
 
   it("withdraws the whole balance exactly", () => {
-    const decision = decideMoneyRequests(wallet({ balance: 12345n }), [withdrawal(12345n, "all")], new Map(), NOW);
+    const decision = decideMoneyRequests(
+      wallet({ balance: 12345n }),
+      [withdrawal(12345n, "all")],
+      new Map(),
+      NOW,
+    );
     assert.equal(created(decision.outcomes[0]).status, "success");
     assert.equal(decision.wallet.balance, 0n);
   });
@@ -225,7 +239,13 @@ describe("decideMoneyRequests", () => {
 
 describe("decideEnable", () => {
   it("enables a disabled wallet, keeps its balance and bumps the version by one", () => {
-    const locked = wallet({ status: "disabled", balance: 4200n, version: 5n, enabledAt: null, disabledAt: NOW });
+    const locked = wallet({
+      status: "disabled",
+      balance: 4200n,
+      version: 5n,
+      enabledAt: null,
+      disabledAt: NOW,
+    });
     const decision = decideEnable(locked, NOW);
     assert.equal(decision.kind, "changed");
     if (decision.kind !== "changed") return;

@@ -3,7 +3,7 @@
  */
 import { loadConfig } from "../config.ts";
 import { migrateUp } from "../db/migrate.ts";
-import { hideKafkajsTimeoutWarning } from "./local_process.ts";
+import { hideKafkajsTimeoutWarning } from "../../outbox/kafka.ts";
 import { ensureServices } from "./services.ts";
 
 /** Prepare everything the service needs locally, then hand over to the service entry point. */

@@ -200,16 +200,3 @@ export async function stopPid(
 export function elapsed(start: number): string {
   return `${((performance.now() - start) / 1000).toFixed(1)}s`;
 }
-
-/**
- * Hide the harmless TimeoutNegativeWarning kafkajs 2.2.4 triggers (its request queue schedules a negative
- * timeout when idle); every other process warning is still printed.
- */
-export function hideKafkajsTimeoutWarning(): void {
-  const listeners = process.listeners("warning");
-  process.removeAllListeners("warning");
-  process.on("warning", (warning) => {
-    if (warning.name === "TimeoutNegativeWarning") return;
-    for (const listener of listeners) listener(warning);
-  });
-}

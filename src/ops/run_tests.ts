@@ -7,7 +7,7 @@
 import { parseConfig } from "../config.ts";
 import { migrateUp } from "../db/migrate.ts";
 import { databaseName, recreateDatabase } from "./postgres_local.ts";
-import { hideKafkajsTimeoutWarning } from "./local_process.ts";
+import { hideKafkajsTimeoutWarning } from "../../outbox/kafka.ts";
 import { ensureServices } from "./services.ts";
 
 /** A fixed secret for tests only (40 characters); never used outside APP_ENV=test. */

@@ -2,7 +2,7 @@
  * `deno task services up|down|status`: start, stop or show the local Postgres, Redis and Kafka.
  */
 import { loadConfig } from "../config.ts";
-import { hideKafkajsTimeoutWarning } from "./local_process.ts";
+import { hideKafkajsTimeoutWarning } from "../../outbox/kafka.ts";
 import { ensureServices, servicesStatus, stopServices } from "./services.ts";
 
 const USAGE = "Usage: deno task services up|down|status";

@@ -78,7 +78,9 @@ export async function call(
 }
 
 /** Init a new customer and enable the wallet; returns its token and wallet id. */
-export async function enabledWallet(app: Harness["app"]): Promise<{ token: string; walletId: string; xid: string }> {
+export async function enabledWallet(
+  app: Harness["app"],
+): Promise<{ token: string; walletId: string; xid: string }> {
   const xid = newCustomerXid();
   const init = await call(app, "POST", "/api/v1/init", { body: { customer_xid: xid } });
   if (init.status !== 201) throw new Error(`init failed: ${JSON.stringify(init.body)}`);
