@@ -75,6 +75,8 @@ const configSchema = z.object({
     }
     return [...new Set(roles)] as Role[];
   }),
+  WRITE_BATCH_CONCURRENCY: positiveInt("WRITE_BATCH_CONCURRENCY").max(100).default(4),
+  WRITE_BATCH_MAX: positiveInt("WRITE_BATCH_MAX").max(10000).default(500),
   RELAY_BATCH_SIZE: positiveInt("RELAY_BATCH_SIZE").max(10000).default(1000),
   RELAY_SWEEP_MS: positiveInt("RELAY_SWEEP_MS").default(500),
   RELAY_MAX_ATTEMPTS: positiveInt("RELAY_MAX_ATTEMPTS").default(10),

@@ -47,6 +47,7 @@ export function startService(config: Config, log: Logger): RunningService {
       sql,
       log,
       cache,
+      batching: { maxConcurrent: config.WRITE_BATCH_CONCURRENCY, maxBatch: config.WRITE_BATCH_MAX },
       // A local relay is woken directly; relays in other processes get a coalesced NOTIFY.
       onOutboxWritten: relay ? () => relay.wake() : createOutboxHint(sql, log),
     });

@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-explicit-any -- response bodies are arbitrary JSON; tests assert on their fields
 /**
  * The API contract (docs: /work/shared/spec/api.md), endpoint by endpoint, status by status, against the real
  * PostgreSQL and Redis.

@@ -129,7 +129,7 @@ describe("Swagger UI in chromium", () => {
     await block.locator(".opblock-summary").first().click();
     await block.locator("button.try-out__btn").click();
     // The first media type, multipart/form-data, renders a form: one input per field.
-    const field = block.locator('tr[data-param-name="customer_xid"] input');
+    const field = block.locator('tr[data-property-name="customer_xid"] input');
     await field.fill(xid);
 
     const answered = page.waitForResponse((r) => r.url() === `${live.baseUrl}/api/v1/init`);
@@ -141,10 +141,11 @@ describe("Swagger UI in chromium", () => {
     assert.equal(body.status, "success");
     assert.equal(typeof body.data.token, "string");
 
-    const live_ = block.locator(".live-responses-table");
-    await live_.locator(".response-col_status").first().waitFor();
-    assert.equal((await live_.locator(".response-col_status").first().innerText()).trim(), "201");
-    const shownBody = await live_.locator(".response-col_description pre").first().innerText();
+    // What the user sees: the live response row with the status and the body.
+    const shown = block.locator(".live-responses-table tbody tr.response").first();
+    await shown.waitFor();
+    assert.equal((await shown.locator(".response-col_status").innerText()).trim(), "201");
+    const shownBody = await shown.locator(".response-col_description .highlight-code pre").first().innerText();
     assert.equal(JSON.parse(shownBody).data.token, body.data.token);
 
     // The account is real and is the one typed in: the token enables a wallet owned by that customer_xid.

@@ -80,59 +80,95 @@ export async function findWallet(sql: Queryable, walletId: string): Promise<Wall
 
 /** Lock a wallet row for the rest of the transaction and read it. */
 export async function lockWallet(tx: TransactionSql, walletId: string): Promise<Wallet | null> {
-  const rows = await tx<WalletRow[]>`
-    SELECT id, customer_xid, status, balance, version, enabled_at, disabled_at
-    FROM wallets WHERE id = ${walletId} FOR UPDATE`;
-  return rows.length ? toWallet(rows[0]) : null;
-}
-
-/** Transactions of a wallet already recorded under any of these reference ids. */
-export async function findTransactionsByReference(
-  sql: Queryable,
-  walletId: string,
-  referenceIds: string[],
-): Promise<Map<string, WalletTransaction>> {
-  const rows = await sql<TransactionRow[]>`
-    SELECT seq, id, wallet_id, type, status, amount, reference_id, balance_after, created_at
-    FROM wallet_transactions WHERE wallet_id = ${walletId} AND reference_id = ANY(${referenceIds}::text[])`;
-  return new Map(rows.map((row) => [row.reference_id, toTransaction(row)]));
+  return (await lockWallets(tx, [walletId])).get(walletId) ?? null;
 }
 
 /**
- * Write a decided change in ONE statement: the wallet's new state, its new transactions and their outbox
- * rows. Called inside the transaction that holds the wallet lock, so it is one round trip under the lock.
+ * Lock wallet rows for the rest of the transaction and read them. Rows are locked in id order, so batches
+ * locking overlapping sets of wallets cannot deadlock.
  */
-export async function writeWalletChange(
-  tx: TransactionSql,
-  change: { wallet: Wallet; transactions: WalletTransaction[]; outbox: OutboxEntry[] },
-): Promise<void> {
-  const { wallet, transactions: txs, outbox } = change;
-  const shard = outboxShard(wallet.id);
+export async function lockWallets(tx: TransactionSql, walletIds: string[]): Promise<Map<string, Wallet>> {
+  const rows = await tx<WalletRow[]>`
+    SELECT id, customer_xid, status, balance, version, enabled_at, disabled_at
+    FROM wallets WHERE id = ANY(${walletIds}::uuid[]) ORDER BY id FOR UPDATE`;
+  return new Map(rows.map((row) => [row.id, toWallet(row)]));
+}
+
+/** Transactions already recorded under these (wallet, reference id) pairs: wallet id -> reference id -> row. */
+export async function findTransactionsByReference(
+  sql: Queryable,
+  keys: Array<{ walletId: string; referenceId: string }>,
+): Promise<Map<string, Map<string, WalletTransaction>>> {
+  const found = new Map<string, Map<string, WalletTransaction>>();
+  if (keys.length === 0) return found;
+  const rows = await sql<TransactionRow[]>`
+    SELECT t.seq, t.id, t.wallet_id, t.type, t.status, t.amount, t.reference_id, t.balance_after, t.created_at
+    FROM unnest(${keys.map((k) => k.walletId)}::uuid[], ${keys.map((k) => k.referenceId)}::text[])
+      AS k(wallet_id, reference_id)
+    JOIN wallet_transactions t ON t.wallet_id = k.wallet_id AND t.reference_id = k.reference_id`;
+  for (const row of rows) {
+    let byReference = found.get(row.wallet_id);
+    if (!byReference) found.set(row.wallet_id, byReference = new Map());
+    byReference.set(row.reference_id, toTransaction(row));
+  }
+  return found;
+}
+
+/** A decided change of one wallet: its new state, its new transactions and their outbox rows. */
+export interface WalletChange {
+  wallet: Wallet;
+  transactions: WalletTransaction[];
+  outbox: OutboxEntry[];
+}
+
+/** Write one wallet's decided change (see writeWalletChanges). */
+export function writeWalletChange(tx: TransactionSql, change: WalletChange): Promise<void> {
+  return writeWalletChanges(tx, [change]);
+}
+
+/**
+ * Write decided changes of any number of wallets in ONE statement: the wallets' new state, their new
+ * transactions and their outbox rows. Called inside the transaction that holds the wallet locks, so it is one
+ * round trip under the locks whatever the batch size.
+ */
+export async function writeWalletChanges(tx: TransactionSql, changes: WalletChange[]): Promise<void> {
+  if (changes.length === 0) return;
+  const wallets = changes.map((c) => c.wallet);
+  const txs = changes.flatMap((c) => c.transactions);
+  const outbox = changes.flatMap((c) => c.outbox);
   await tx`
     WITH updated AS (
-      UPDATE wallets SET status = ${wallet.status}, balance = ${wallet.balance.toString()}::bigint,
-        version = ${wallet.version.toString()}::bigint, enabled_at = ${wallet.enabledAt},
-        disabled_at = ${wallet.disabledAt}, updated_at = now()
-      WHERE id = ${wallet.id}
+      UPDATE wallets SET status = w.status, balance = w.balance, version = w.version,
+        enabled_at = w.enabled_at, disabled_at = w.disabled_at, updated_at = now()
+      FROM unnest(
+        ${wallets.map((w) => w.id)}::uuid[], ${wallets.map((w) => w.status)}::text[],
+        ${wallets.map((w) => w.balance.toString())}::bigint[], ${
+    wallets.map((w) => w.version.toString())
+  }::bigint[],
+        ${wallets.map((w) => w.enabledAt?.toISOString() ?? null)}::timestamptz[],
+        ${wallets.map((w) => w.disabledAt?.toISOString() ?? null)}::timestamptz[]
+      ) AS w(id, status, balance, version, enabled_at, disabled_at)
+      WHERE wallets.id = w.id
     ), recorded AS (
       INSERT INTO wallet_transactions (id, wallet_id, type, status, amount, reference_id, balance_after, created_at)
-      SELECT t.id, ${wallet.id}, t.type, t.status, t.amount, t.reference_id, t.balance_after, t.created_at
-      FROM unnest(
-        ${txs.map((t) => t.id)}::uuid[], ${txs.map((t) => t.type)}::text[], ${
-    txs.map((t) => t.status)
+      SELECT * FROM unnest(
+        ${txs.map((t) => t.id)}::uuid[], ${txs.map((t) => t.walletId)}::uuid[], ${
+    txs.map((t) => t.type)
   }::text[],
-        ${txs.map((t) => t.amount.toString())}::bigint[], ${txs.map((t) => t.referenceId)}::text[],
-        ${txs.map((t) => t.balanceAfter.toString())}::bigint[], ${
-    txs.map((t) => t.createdAt.toISOString())
-  }::timestamptz[]
-      ) AS t(id, type, status, amount, reference_id, balance_after, created_at)
+        ${txs.map((t) => t.status)}::text[], ${txs.map((t) => t.amount.toString())}::bigint[],
+        ${txs.map((t) => t.referenceId)}::text[], ${txs.map((t) => t.balanceAfter.toString())}::bigint[],
+        ${txs.map((t) => t.createdAt.toISOString())}::timestamptz[]
+      )
     )
     INSERT INTO outbox (event_id, wallet_id, shard, wallet_version, event_type, payload)
-    SELECT o.event_id, ${wallet.id}, ${shard}, o.wallet_version, o.event_type, o.payload::json
+    SELECT o.event_id, o.wallet_id, o.shard, o.wallet_version, o.event_type, o.payload::json
     FROM unnest(
-      ${outbox.map((o) => o.eventId)}::uuid[], ${outbox.map((o) => o.version.toString())}::bigint[],
+      ${outbox.map((o) => o.eventId)}::uuid[], ${outbox.map((o) => o.walletId)}::uuid[],
+      ${outbox.map((o) => outboxShard(o.walletId))}::smallint[], ${
+    outbox.map((o) => o.version.toString())
+  }::bigint[],
       ${outbox.map((o) => o.type)}::text[], ${outbox.map((o) => JSON.stringify(o.payload))}::text[]
-    ) AS o(event_id, wallet_version, event_type, payload)`;
+    ) AS o(event_id, wallet_id, shard, wallet_version, event_type, payload)`;
 }
 
 /** A page of a wallet's history, oldest first, after the given sequence number. */

@@ -8,13 +8,16 @@ import {
   findWallet,
   listTransactions,
   lockWallet,
+  lockWallets,
   upsertWalletForCustomer,
+  type WalletChange,
   writeWalletChange,
+  writeWalletChanges,
 } from "../db/wallet_repository.ts";
 import type { BalanceCache, CachedWallet } from "../cache/balance_cache.ts";
 import type { Logger } from "../log.ts";
 import { centsToDecimal } from "./money.ts";
-import { KeyedBatcher } from "./wallet_batcher.ts";
+import { WriteBatcher, type WriteBatcherOptions } from "./wallet_batcher.ts";
 import { WalletRefusedError } from "./wallet_errors.ts";
 import {
   decideDisable,
@@ -35,6 +38,8 @@ export interface WalletServiceOptions {
   cache?: BalanceCache;
   /** Called after every commit that wrote outbox rows: an in-process wake-up hint for the relay. */
   onOutboxWritten?: () => void;
+  /** How money requests are grouped into transactions. */
+  batching?: WriteBatcherOptions;
 }
 
 /** What GET /api/v1/wallet shows. */
@@ -58,14 +63,14 @@ export class WalletService {
   readonly #log: Logger;
   readonly #cache?: BalanceCache;
   readonly #onOutboxWritten: () => void;
-  readonly #batcher: KeyedBatcher<MoneyRequest, MoneyOutcome>;
+  readonly #batcher: WriteBatcher<MoneyRequest, MoneyOutcome>;
 
   constructor(options: WalletServiceOptions) {
     this.#sql = options.sql;
     this.#log = options.log;
     this.#cache = options.cache;
     this.#onOutboxWritten = options.onOutboxWritten ?? (() => {});
-    this.#batcher = new KeyedBatcher((walletId, requests) => this.#runMoneyBatch(walletId, requests));
+    this.#batcher = new WriteBatcher((entries) => this.#runMoneyBatch(entries), options.batching);
   }
 
   /** Create the customer's account and (disabled) wallet, or find the existing ones. */
@@ -126,35 +131,65 @@ export class WalletService {
     return outcome.transaction;
   }
 
-  /** One transaction for a batch of requests on one wallet: lock, read references, decide, write, commit. */
-  async #runMoneyBatch(walletId: string, requests: MoneyRequest[]): Promise<Array<MoneyOutcome | Error>> {
+  /**
+   * One transaction for a batch of requests on any number of wallets: lock the wallets, read the reference
+   * ids already used, decide with the wallet rules, write everything in one statement, commit.
+   */
+  async #runMoneyBatch(
+    entries: Array<{ key: string; item: MoneyRequest }>,
+  ): Promise<Array<MoneyOutcome | Error>> {
     try {
       const outcomes = await this.#sql.begin(async (tx) => {
-        const locked = await lockWallet(tx, walletId);
-        if (!locked) {
-          return requests.map((): MoneyOutcome => ({ kind: "refused", refusal: "wallet_not_found" }));
+        const groups = new Map<string, { positions: number[]; requests: MoneyRequest[] }>();
+        entries.forEach(({ key, item }, position) => {
+          let group = groups.get(key);
+          if (!group) groups.set(key, group = { positions: [], requests: [] });
+          group.positions.push(position);
+          group.requests.push(item);
+        });
+        const locked = await lockWallets(tx, [...groups.keys()]);
+        const recorded = await findTransactionsByReference(
+          tx,
+          entries.filter(({ key }) => locked.get(key)?.status === "enabled")
+            .map(({ key, item }) => ({ walletId: key, referenceId: item.referenceId })),
+        );
+        const now = new Date();
+        const results: MoneyOutcome[] = new Array(entries.length);
+        const changes: WalletChange[] = [];
+        for (const [walletId, group] of groups) {
+          const wallet = locked.get(walletId);
+          if (!wallet) {
+            for (const position of group.positions) {
+              results[position] = { kind: "refused", refusal: "wallet_not_found" };
+            }
+            continue;
+          }
+          const decision = decideMoneyRequests(
+            wallet,
+            group.requests,
+            recorded.get(walletId) ?? new Map(),
+            now,
+          );
+          decision.outcomes.forEach((outcome, i) => results[group.positions[i]] = outcome);
+          if (decision.newTransactions.length > 0) {
+            changes.push({
+              wallet: decision.wallet,
+              transactions: decision.newTransactions,
+              outbox: decision.outbox,
+            });
+          }
         }
-        const recorded = locked.status === "enabled"
-          ? await findTransactionsByReference(tx, walletId, requests.map((r) => r.referenceId))
-          : new Map<string, WalletTransaction>();
-        const decision = decideMoneyRequests(locked, requests, recorded, new Date());
-        if (decision.newTransactions.length > 0) {
-          await writeWalletChange(tx, {
-            wallet: decision.wallet,
-            transactions: decision.newTransactions,
-            outbox: decision.outbox,
-          });
-        }
-        return decision.outcomes;
+        await writeWalletChanges(tx, changes);
+        return results;
       });
       if (outcomes.some((o) => o.kind === "created")) this.#onOutboxWritten();
       return outcomes;
     } catch (error) {
-      if (requests.length === 1) return [asError(error)];
+      if (entries.length === 1) return [asError(error)];
       // One bad request must not fail its neighbours: each is retried in a transaction of its own.
-      this.#log.warn("wallet batch failed; retrying its requests one by one", { walletId, error });
+      this.#log.warn("write batch failed; retrying its requests one by one", { size: entries.length, error });
       const results: Array<MoneyOutcome | Error> = [];
-      for (const request of requests) results.push(...await this.#runMoneyBatch(walletId, [request]));
+      for (const entry of entries) results.push(...await this.#runMoneyBatch([entry]));
       return results;
     }
   }

@@ -58,6 +58,7 @@ export async function call(
   method: string,
   path: string,
   options: { token?: string; scheme?: string; body?: unknown; headers?: Record<string, string> } = {},
+  // deno-lint-ignore no-explicit-any -- response bodies are arbitrary JSON; tests assert on their fields
 ): Promise<{ status: number; body: any; headers: Headers }> {
   const headers: Record<string, string> = { ...options.headers };
   if (options.token) headers.authorization = `${options.scheme ?? "Token"} ${options.token}`;
