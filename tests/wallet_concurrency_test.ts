@@ -146,7 +146,10 @@ function storm(seed: number, count = 200) {
     const type: Sent["type"] = random() < 0.5 ? "deposit" : "withdrawal";
     const amount = `${1 + Math.floor(random() * 300)}.${String(Math.floor(random() * 100)).padStart(2, "0")}`;
     return { type, amount, referenceId: `${type}-${i}-${crypto.randomUUID()}` };
-  });
+  }).concat(
+    // more than every deposit together: refused whenever it runs
+    { type: "withdrawal", amount: "1000000", referenceId: `too-much-${crypto.randomUUID()}` },
+  );
 }
 
 describe("simultaneous deposits and withdrawals on one wallet", () => {

@@ -9,6 +9,7 @@ import { migrateUp } from "../db/migrate.ts";
 import { databaseName, recreateDatabase } from "./postgres_local.ts";
 import { hideKafkajsTimeoutWarning } from "../../outbox/kafka.ts";
 import { ensureServices } from "./services.ts";
+import { ensureTestTools } from "./test_tools.ts";
 
 /** A fixed secret for tests only (40 characters); never used outside APP_ENV=test. */
 export const TEST_JWT_SECRET = "test-secret-for-mini-wallet-tests-000000";
@@ -48,6 +49,7 @@ export async function runTests(extra: string[]): Promise<number> {
   }
   const log = (line: string) => console.log(line);
   try {
+    await ensureTestTools(log);
     await ensureServices(config, { log });
     await recreateDatabase(config.DATABASE_URL);
     const applied = await migrateUp(config.DATABASE_URL, { log: () => {} });
