@@ -303,7 +303,18 @@ describe("GET /api/v1/wallet/transactions", () => {
       assert.equal(res.status, 400, `limit=${limit}`);
       assertFieldError(res.body, ["limit"]);
     }
-    for (const cursor of ["abc", "0", "-1", "", "1.5", "99999999999999999999999"]) {
+    for (
+      const cursor of [
+        "abc",
+        "0",
+        "-1",
+        "",
+        "1.5",
+        "99999999999999999999999",
+        "9223372036854775808",
+        "9999999999999999999",
+      ]
+    ) {
       const res = await transactions(token, `?limit=10&cursor=${cursor}`);
       assert.equal(res.status, 400, `cursor=${cursor}`);
       assertFieldError(res.body, ["cursor"]);
@@ -727,6 +738,26 @@ describe("reference_id", () => {
     assert.equal(plain.status, 201);
     const list = (await transactions(token)).body.data.transactions;
     assert.deepEqual(list.map((t: any) => t.reference_id), [emoji, "r".repeat(64)]);
+  });
+});
+
+describe("ids PostgreSQL text cannot hold are refused as fields, never a 500", () => {
+  it("customer_xid with a NUL character or a lone surrogate gets a 400 field error", async () => {
+    for (const customer_xid of [`a\u0000${crypto.randomUUID()}`, `\uD800${crypto.randomUUID()}`]) {
+      const res = await call(h.app, "POST", "/api/v1/init", { body: { customer_xid } });
+      assert.equal(res.status, 400, JSON.stringify(res.body));
+      assertFieldError(res.body, ["customer_xid"]);
+    }
+  });
+
+  it("reference_id with a NUL character or lone surrogates gets a 400 field error, nothing written", async () => {
+    const { token, walletId } = await enabledWallet(h.app);
+    for (const reference_id of ["x\u0000y", "\uD800", "\uDBFF", "ok\uDC00"]) {
+      const res = await deposit(token, 1, reference_id);
+      assert.equal(res.status, 400, JSON.stringify(res.body));
+      assertFieldError(res.body, ["reference_id"]);
+    }
+    assert.deepEqual(await countWrites(h.sql, walletId), { transactions: 0, outbox: 1 });
   });
 });
 

@@ -269,6 +269,14 @@ describe("GET /openapi.json", () => {
       const schema = responseSchema(doc, path, method, String(response.status));
       assert.deepEqual(validate(doc, schema, response.body), [], `${method} ${path} ${response.status}`);
     };
+    // The checker itself catches wrong bodies.
+    const enableSchema = responseSchema(doc, "/api/v1/wallet", "post", "201");
+    assert.notDeepEqual(validate(doc, enableSchema, { status: "success", data: {} }), []);
+    const wrong = validate(doc, enableSchema, {
+      status: "success",
+      data: { wallet: { id: "x", owned_by: "a", status: "on", enabled_at: "now", balance: "0" } },
+    });
+    assert.equal(wrong.length, 4, wrong.join("; ")); // id, status, enabled_at, balance
     const app = harness.app;
     check("/api/v1/init", "post", await call(app, "POST", "/api/v1/init", { body: {} }));
     const unauth = await call(app, "GET", "/api/v1/wallet");

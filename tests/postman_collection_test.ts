@@ -9,7 +9,7 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import newman from "npm:newman@6.2.2";
+import newman from "newman";
 import { type LiveServer, startLiveServer } from "./support/live_server.ts";
 
 const COLLECTION_PATH = new URL(

@@ -12,6 +12,11 @@ const MAX_ID_LENGTH = 64;
 function opaqueId(example: string) {
   return z.string({ error: (issue) => issue.input == null ? MISSING : "Must be a string." })
     .refine((value) => value.trim().length > 0, "Must not be blank.")
+    // PostgreSQL text holds neither NUL nor lone surrogates (they would become U+FFFD and collide).
+    .refine(
+      (value) => value.isWellFormed() && !value.includes("\u0000"),
+      "Must be valid Unicode text without NUL.",
+    )
     .refine((value) => [...value].length <= MAX_ID_LENGTH, `Must be at most ${MAX_ID_LENGTH} characters.`)
     .openapi({ example, maxLength: MAX_ID_LENGTH });
 }
@@ -54,7 +59,13 @@ export const transactionsQuerySchema = z.object({
       description: "Page size (1 to 1000). Without it, every transaction.",
       example: "50",
     }),
-  cursor: z.string().regex(/^[1-9]\d{0,18}$/, "Must be a cursor returned by an earlier page.").optional()
+  cursor: z.string().regex(/^[1-9]\d{0,18}$/, "Must be a cursor returned by an earlier page.")
+    // zod runs this even when the regex failed: compare only digit strings (bigint range of seq)
+    .refine(
+      (v) => !/^\d+$/.test(v) || BigInt(v) <= 9223372036854775807n,
+      "Must be a cursor returned by an earlier page.",
+    )
+    .optional()
     .openapi({ description: "`next_cursor` of the previous page; requires `limit`." }),
 }).superRefine((query, ctx) => {
   if (query.cursor !== undefined && query.limit === undefined) {

@@ -31,6 +31,7 @@ const INIT_JS = `window.ui = SwaggerUIBundle({
   url: "/openapi.json",
   dom_id: "#swagger-ui",
   deepLinking: true,
+  validatorUrl: null, // never ask validator.swagger.io: the page must work offline
   persistAuthorization: true,
 });`;
 
