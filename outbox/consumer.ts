@@ -35,7 +35,7 @@ export function eventToCacheEntry(event: WalletEvent): CachedWallet {
     disabledAt: event.disabled_at,
     balance: event.balance,
     version: event.version,
-    occurredAt: Date.parse(event.occurred_at),
+    confirmedAt: Date.parse(event.occurred_at),
   };
 }
 

@@ -75,6 +75,11 @@ const configSchema = z.object({
     }
     return [...new Set(roles)] as Role[];
   }),
+  CACHE_FRESHNESS_MS: positiveInt("CACHE_FRESHNESS_MS").max(
+    5000,
+    "CACHE_FRESHNESS_MS must be at most 5000 (the contract's lag)",
+  )
+    .default(3000),
   WRITE_BATCH_CONCURRENCY: positiveInt("WRITE_BATCH_CONCURRENCY").max(100).default(4),
   WRITE_BATCH_MAX: positiveInt("WRITE_BATCH_MAX").max(10000).default(500),
   RELAY_BATCH_SIZE: positiveInt("RELAY_BATCH_SIZE").max(10000).default(1000),

@@ -27,7 +27,7 @@ export function startService(config: Config, log: Logger): RunningService {
   const sql = createSql(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE });
   const redis = createRedis(config.REDIS_URL);
   redis.on("error", (error) => log.debug("redis connection error", { error }));
-  const cache = new BalanceCache(redis);
+  const cache = new BalanceCache(redis, { freshnessMs: config.CACHE_FRESHNESS_MS });
   const metrics = new PipelineMetrics();
   const stops: Array<() => Promise<void>> = [];
 

@@ -24,14 +24,16 @@ export interface TokenService {
 export function createTokenService(options: { secret: string; ttlSeconds: number }): TokenService {
   const key = new TextEncoder().encode(options.secret);
   return {
-    issue: ({ customerXid, walletId }) =>
-      new SignJWT({ wid: walletId })
+    issue({ customerXid, walletId }) {
+      const now = Math.floor(Date.now() / 1000);
+      return new SignJWT({ wid: walletId })
         .setProtectedHeader({ alg: "HS256", typ: "JWT" })
         .setSubject(customerXid)
-        .setIssuedAt()
+        .setIssuedAt(now)
         .setJti(crypto.randomUUID()) // every init gets a distinct token, even within one second
-        .setExpirationTime(Math.floor(Date.now() / 1000) + options.ttlSeconds)
-        .sign(key),
+        .setExpirationTime(now + options.ttlSeconds)
+        .sign(key);
+    },
     async verify(token) {
       try {
         const { payload } = await jwtVerify(token, key, {

@@ -1,6 +1,10 @@
 /**
  * The Redis balance cache: one hash per wallet, written only through a compare-and-set on the wallet
  * version, so redelivered, replayed or reordered updates can never move it backwards.
+ *
+ * Staleness is bounded: an entry is known to be current as of `confirmedAt` (when its event happened, or when
+ * PostgreSQL was read) and expires `freshnessMs` after that. If the pipeline stalls (relay, Kafka or consumer
+ * down or lagging), entries run out and readers fall back to PostgreSQL, so the contract's 5 s lag holds.
  */
 import { Redis } from "ioredis";
 
@@ -14,19 +18,29 @@ export interface CachedWallet {
   /** Exact decimal text of the balance, e.g. "1234.5". */
   balance: string;
   version: number;
-  /** When the change happened (ms since epoch); lets readers measure how stale an entry is. */
-  occurredAt: number;
+  /** Ms since epoch at which this state was known to be current (the event's time, or a database read). */
+  confirmedAt: number;
 }
 
-// Sets the hash only when the incoming version is newer than the cached one. Atomic in Redis.
+// Sets the hash only when the incoming version is newer than the cached one, expiring at ARGV[9] (ms since
+// epoch). An entry already past its freshness is not stored, but still removes an older cached version.
+// Atomic in Redis.
 const COMPARE_AND_SET = `
 local current = redis.call('HGET', KEYS[1], 'version')
 if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
+local now = redis.call('TIME')
+if tonumber(ARGV[9]) <= tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
 redis.call('HSET', KEYS[1], 'version', ARGV[1], 'id', ARGV[2], 'customer_xid', ARGV[3], 'status', ARGV[4],
-  'enabled_at', ARGV[5], 'disabled_at', ARGV[6], 'balance', ARGV[7], 'occurred_at', ARGV[8])
-redis.call('EXPIRE', KEYS[1], ARGV[9])
+  'enabled_at', ARGV[5], 'disabled_at', ARGV[6], 'balance', ARGV[7], 'confirmed_at', ARGV[8])
+redis.call('PEXPIREAT', KEYS[1], ARGV[9])
 return 1
 `;
+
+/** How long an entry stays usable after the moment it was known to be current (the contract allows 5 s). */
+export const DEFAULT_FRESHNESS_MS = 3000;
 
 type CasRedis = Redis & {
   walletCompareAndSet(key: string, ...args: string[]): Promise<number>;
@@ -49,7 +63,7 @@ export function createRedis(redisUrl: string, options: { name?: string } = {}): 
 export class BalanceCache {
   readonly #redis: CasRedis;
 
-  constructor(redis: Redis, private readonly options: { ttlSeconds?: number; prefix?: string } = {}) {
+  constructor(redis: Redis, private readonly options: { freshnessMs?: number; prefix?: string } = {}) {
     if (!("walletCompareAndSet" in redis)) {
       redis.defineCommand("walletCompareAndSet", { numberOfKeys: 1, lua: COMPARE_AND_SET });
     }
@@ -72,7 +86,7 @@ export class BalanceCache {
       disabledAt: hash.disabled_at || null,
       balance: hash.balance,
       version: Number(hash.version),
-      occurredAt: Number(hash.occurred_at),
+      confirmedAt: Number(hash.confirmed_at),
     };
   }
 
@@ -107,8 +121,8 @@ export class BalanceCache {
       entry.enabledAt ?? "",
       entry.disabledAt ?? "",
       entry.balance,
-      String(entry.occurredAt),
-      String(this.options.ttlSeconds ?? 7 * 24 * 3600),
+      String(entry.confirmedAt),
+      String(entry.confirmedAt + (this.options.freshnessMs ?? DEFAULT_FRESHNESS_MS)),
     ];
   }
 

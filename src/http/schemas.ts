@@ -52,14 +52,17 @@ export const disableBodySchema = z.object({
 
 export const MAX_PAGE = 1000;
 
+/** A query parameter given at most once (`?limit=1&limit=2` is refused with a message of our own). */
+const queryParam = () => z.string({ error: "Must be given once." });
+
 export const transactionsQuerySchema = z.object({
-  limit: z.string().regex(/^\d{1,4}$/, `Must be a whole number from 1 to ${MAX_PAGE}.`)
+  limit: queryParam().regex(/^\d{1,4}$/, `Must be a whole number from 1 to ${MAX_PAGE}.`)
     .refine((v) => Number(v) >= 1 && Number(v) <= MAX_PAGE, `Must be a whole number from 1 to ${MAX_PAGE}.`)
     .optional().openapi({
       description: "Page size (1 to 1000). Without it, every transaction.",
       example: "50",
     }),
-  cursor: z.string().regex(/^[1-9]\d{0,18}$/, "Must be a cursor returned by an earlier page.")
+  cursor: queryParam().regex(/^[1-9]\d{0,18}$/, "Must be a cursor returned by an earlier page.")
     // zod runs this even when the regex failed: compare only digit strings (bigint range of seq)
     .refine(
       (v) => !/^\d+$/.test(v) || BigInt(v) <= 9223372036854775807n,

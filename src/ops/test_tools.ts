@@ -10,7 +10,9 @@ export async function ensureTestTools(log: Log): Promise<void> {
   if (!commandExists("docker-compose")) {
     // Optional: without it the compose test checks the file's structure only.
     await aptInstall(["docker-compose"], log).catch((error) =>
-      log(`docker-compose unavailable (${(error as Error).message.split("\n")[0]}); its check will be skipped`)
+      log(
+        `docker-compose unavailable (${(error as Error).message.split("\n")[0]}); its check will be skipped`,
+      )
     );
   }
 }

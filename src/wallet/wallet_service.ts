@@ -102,10 +102,12 @@ export class WalletService {
   async view(walletId: string): Promise<WalletView> {
     const cached = await this.#readCache(walletId);
     if (cached) return requireEnabled(cached);
+    const readAt = Date.now(); // the row read below is current at least as of this moment
     const wallet = await findWallet(this.#sql, walletId);
     if (!wallet) throw new WalletRefusedError("wallet_not_found");
-    await this.#writeCache(toCached(wallet, Date.now()));
-    return requireEnabled(toCached(wallet, Date.now()));
+    const entry = toCached(wallet, readAt);
+    await this.#writeCache(entry);
+    return requireEnabled(entry);
   }
 
   /** The wallet's history, oldest first; `limit` null means all of it. */
@@ -198,10 +200,11 @@ export class WalletService {
     walletId: string,
     decide: (wallet: Wallet, now: Date) => StatusDecision,
   ): Promise<Wallet> {
+    const now = new Date();
     const decision = await this.#sql.begin(async (tx) => {
       const locked = await lockWallet(tx, walletId);
       if (!locked) throw new WalletRefusedError("wallet_not_found");
-      const decided = decide(locked, new Date());
+      const decided = decide(locked, now);
       if (decided.kind === "changed") {
         await writeWalletChange(tx, { wallet: decided.wallet, transactions: [], outbox: [decided.outbox] });
       }
@@ -210,7 +213,7 @@ export class WalletService {
     if (decision.kind === "refused") throw new WalletRefusedError(decision.refusal);
     this.#onOutboxWritten();
     // Status changes take effect at once for readers of the cache too, not only after the event arrives.
-    const entry = toCached(decision.wallet, Date.now());
+    const entry = toCached(decision.wallet, now.getTime());
     if (!await this.#writeCache(entry)) await this.#evictCache(walletId);
     return decision.wallet;
   }
@@ -247,7 +250,7 @@ export class WalletService {
 }
 
 /** The cache entry describing a wallet as read from PostgreSQL. */
-export function toCached(wallet: Wallet, occurredAt: number): CachedWallet {
+export function toCached(wallet: Wallet, confirmedAt: number): CachedWallet {
   return {
     id: wallet.id,
     customerXid: wallet.customerXid,
@@ -256,7 +259,7 @@ export function toCached(wallet: Wallet, occurredAt: number): CachedWallet {
     disabledAt: wallet.disabledAt?.toISOString() ?? null,
     balance: centsToDecimal(wallet.balance),
     version: Number(wallet.version),
-    occurredAt,
+    confirmedAt,
   };
 }
 
