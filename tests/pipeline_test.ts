@@ -44,7 +44,12 @@ function distinctEvents(collector: TopicCollector, walletId: string) {
   return [...byVersion.values()].sort((a, b) => a.version - b.version);
 }
 
-async function deposit(pipeline: Pipeline, token: string, amount: number, referenceId = crypto.randomUUID()) {
+async function deposit(
+  pipeline: Pipeline,
+  token: string,
+  amount: number,
+  referenceId: string = crypto.randomUUID(),
+) {
   const response = await call(pipeline.app, "POST", "/api/v1/wallet/deposits", {
     token,
     body: { amount, reference_id: referenceId },

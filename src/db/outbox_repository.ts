@@ -53,17 +53,19 @@ export async function recordFailure(
   maxAttempts: number,
 ): Promise<number> {
   if (ids.length === 0) return 0;
+  const message = error.slice(0, 2000);
+  // Two statements: PostgreSQL cannot update and delete one row in the same statement.
   const moved = await tx`
-    WITH failed AS (
-      UPDATE outbox SET attempts = attempts + 1, last_error = ${error.slice(0, 2000)}
-      WHERE id = ANY(${ids}::bigint[]) RETURNING *
-    ), dead AS (
-      DELETE FROM outbox WHERE id IN (SELECT id FROM failed WHERE attempts >= ${maxAttempts}) RETURNING id
+    WITH dead AS (
+      DELETE FROM outbox WHERE id = ANY(${ids}::bigint[]) AND attempts + 1 >= ${maxAttempts}
+      RETURNING id, event_id, wallet_id, wallet_version, event_type, payload, created_at, attempts + 1 AS attempts
     )
     INSERT INTO outbox_dead_letter (id, event_id, wallet_id, wallet_version, event_type, payload, created_at,
       attempts, last_error)
-    SELECT id, event_id, wallet_id, wallet_version, event_type, payload, created_at, attempts, last_error
-    FROM failed WHERE id IN (SELECT id FROM dead)`;
+    SELECT id, event_id, wallet_id, wallet_version, event_type, payload, created_at, attempts, ${message} FROM dead`;
+  await tx`
+    UPDATE outbox SET attempts = attempts + 1, last_error = ${message}
+    WHERE id = ANY(${ids}::bigint[]) AND attempts + 1 < ${maxAttempts}`;
   return moved.count;
 }
 

@@ -44,7 +44,7 @@ export interface Pipeline {
 
 /** Build the pipeline for `topic` on `brokers`; relays started through it are woken after each commit. */
 export function createPipeline(
-  options: { topic: string; brokers?: string[]; logLevel?: Config["LOG_LEVEL"] },
+  options: { topic: string; brokers?: string[]; logLevel?: Config["LOG_LEVEL"]; freshnessMs?: number },
 ): Pipeline {
   const config: Config = {
     ...testConfig,
@@ -57,7 +57,8 @@ export function createPipeline(
   const sql = createSql(config.DATABASE_URL, { max: 10 });
   const redis = createRedis(config.REDIS_URL);
   redis.on("error", () => {});
-  const cache = new BalanceCache(redis);
+  // Entries expire `freshnessMs` after they were known current (CACHE_FRESHNESS_MS unless a test says).
+  const cache = new BalanceCache(redis, { freshnessMs: options.freshnessMs ?? config.CACHE_FRESHNESS_MS });
   const relays = new Set<PipelineRelay>();
   const consumers = new Set<PipelineConsumer>();
   const wallets = new WalletService({

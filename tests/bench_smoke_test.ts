@@ -1,0 +1,52 @@
+/**
+ * A smoke run of the benchmark (`tests/bench/bench.ts --smoke`: every scenario for about a second) writing to a
+ * temporary report. Checks that the bench runs end to end and reports every scenario with numbers; it asserts
+ * nothing about speed.
+ */
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+
+describe("bench smoke run", () => {
+  it("runs every scenario and writes a report with numbers", async () => {
+    const dir = await Deno.makeTempDir({ prefix: "bench-smoke-" });
+    const report = `${dir}/benchmarks.md`;
+    try {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "tests/bench/bench.ts", "--smoke", "--report", report],
+        stdin: "null",
+      }).output();
+      const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+      assert.equal(out.code, 0, `bench --smoke failed:\n${text.slice(-3000)}`);
+      const md = await Deno.readTextFile(report);
+      for (
+        const heading of [
+          "## Summary",
+          "## Machine and versions",
+          "## 1. Cached reads",
+          "## 2. Deposits spread",
+          "## 3. Deposits on one hot wallet",
+          "## 4. Freshness",
+          "## 5. Relay drain and consumer apply rate",
+          "## 6. Peak memory (RSS)",
+          "## Profile",
+        ]
+      ) {
+        assert.ok(md.includes(heading), `report lacks "${heading}"`);
+      }
+      const summary = md.split("## Summary")[1].split("## Machine")[0];
+      const rows = summary.split("\n").filter((l) => /^\| \d\. /.test(l));
+      assert.equal(rows.length, 8, "one summary row per target");
+      for (const row of rows) {
+        const cells = row.split("|").map((c) => c.trim());
+        assert.match(cells[2], /\d/, `no figure in: ${row}`);
+        assert.match(cells[4], /^\d+\.\d+x$/, `no ratio in: ${row}`);
+        assert.match(cells[6], /^(yes|\*\*no\*\*)$/, `no verdict in: ${row}`);
+      }
+      for (const tool of ["| wrk |", "| pgbench |"]) assert.ok(md.includes(tool), `no ${tool} rows`);
+      assert.match(md, /deno: \d+\.\d+\.\d+/);
+      assert.match(md, /`deno task bench`/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+});

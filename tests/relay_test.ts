@@ -1,0 +1,228 @@
+/**
+ * The relay under failure: killed with SIGKILL in the middle of a big backlog it loses nothing, and a row
+ * the broker keeps refusing ends in the dead-letter table without blocking other wallets.
+ */
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import {
+  createKafka,
+  createOrderedProducer,
+  hideKafkajsTimeoutWarning,
+  isTransientKafkaError,
+} from "../outbox/kafka.ts";
+import { outboxShard } from "../src/db/wallet_repository.ts";
+import { createSql, type Sql } from "../src/db/client.ts";
+import { createLogger } from "../src/log.ts";
+import { call, config, enabledWallet } from "./support/harness.ts";
+import { createPipeline } from "./support/pipeline.ts";
+import { collectTopic, createTestTopic, waitUntil } from "./support/topic.ts";
+
+hideKafkajsTimeoutWarning();
+
+const brokers = config.KAFKA_BROKERS;
+
+/**
+ * Insert `perWallet` valid deposit events for each of `wallets` new wallets straight into the outbox, as if
+ * the API had written them; returns the event ids in insertion order.
+ */
+async function insertBacklog(sql: Sql, wallets: number, perWallet: number): Promise<string[]> {
+  const ids = Array.from({ length: wallets }, () => crypto.randomUUID());
+  await sql`
+    INSERT INTO wallets (id, customer_xid, status, enabled_at)
+    SELECT id, 'backlog-' || id, 'enabled', now() FROM unnest(${ids}::uuid[]) AS id`;
+  const rows = await sql<{ event_id: string }[]>`
+    INSERT INTO outbox (event_id, wallet_id, shard, wallet_version, event_type, payload)
+    SELECT e.event_id, e.id, e.shard, e.v, 'deposit.succeeded', json_build_object(
+      'schema_version', 1, 'event_id', e.event_id, 'type', 'deposit.succeeded', 'wallet_id', e.id,
+      'customer_xid', 'backlog-' || e.id, 'version', e.v, 'wallet_status', 'enabled',
+      'enabled_at', '2024-01-01T00:00:00.000Z', 'disabled_at', null, 'balance', e.v::text,
+      'transaction', json_build_object('id', gen_random_uuid(), 'type', 'deposit', 'status', 'success',
+        'amount', '1', 'reference_id', 'ref-' || e.v, 'transacted_at', '2024-01-01T00:00:00.000Z'),
+      'occurred_at', '2024-01-01T00:00:00.000Z')
+    FROM (
+      SELECT w.id, w.shard, v, gen_random_uuid() AS event_id
+      FROM unnest(${ids}::uuid[], ${ids.map(outboxShard)}::int[]) AS w(id, shard)
+      CROSS JOIN generate_series(1, ${perWallet}::int) AS v
+      ORDER BY w.id, v
+    ) AS e
+    RETURNING event_id`;
+  return rows.map((r) => r.event_id);
+}
+
+async function sentCount(sql: Sql, eventIds: string[]): Promise<number> {
+  const [row] = await sql<{ n: number }[]>`
+    SELECT count(*)::int AS n FROM outbox WHERE event_id = ANY(${eventIds}::uuid[]) AND sent_at IS NOT NULL`;
+  return row.n;
+}
+
+describe("outbox relay under failure", () => {
+  it("loses nothing when a relay process is killed with SIGKILL in the middle of a backlog", async () => {
+    const topic = await createTestTopic(brokers, { label: "relay-kill", partitions: 6 });
+    const pipeline = createPipeline({ topic });
+    const collector = await collectTopic(brokers, topic);
+    let child: Deno.ChildProcess | null = null;
+    try {
+      const eventIds = await insertBacklog(pipeline.sql, 100, 200); // 20k rows
+      child = new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", new URL("./support/relay_process.ts", import.meta.url).pathname],
+        env: {
+          ...Deno.env.toObject(),
+          KAFKA_TOPIC: topic,
+          KAFKA_CLIENT_ID: "mini-wallet-tests-killed-relay",
+          RELAY_BATCH_SIZE: "200",
+          RELAY_SWEEP_MS: "20",
+          LOG_LEVEL: "error",
+        },
+        stdout: "null",
+        stderr: "inherit",
+      }).spawn();
+      // Kill it a few batches in: some rows sent, most not, most likely a batch in flight.
+      await waitUntil(async () => await sentCount(pipeline.sql, eventIds) >= 2000, {
+        intervalMs: 5,
+        message: "the relay process published a few batches",
+      });
+      child.kill("SIGKILL");
+      const status = await child.status;
+      child = null;
+      assert.equal(status.signal, "SIGKILL");
+      const sentAtKill = await sentCount(pipeline.sql, eventIds);
+      assert.ok(sentAtKill < eventIds.length, `killed after everything was sent (${sentAtKill})`);
+
+      const relay = pipeline.startRelay({ batchSize: 1000 });
+      await waitUntil(async () => await sentCount(pipeline.sql, eventIds) === eventIds.length, {
+        timeoutMs: 60_000,
+        message: "the second relay marked the whole backlog sent",
+      });
+      await relay.stop();
+      await waitUntil(() => {
+        const seen = collector.eventIds();
+        return eventIds.every((id) => seen.has(id));
+      }, {
+        timeoutMs: 60_000,
+        message: "every backlog event on the topic",
+        detail: () => eventIds.length - eventIds.filter((id) => collector.eventIds().has(id)).length,
+      });
+      const wanted = new Set(eventIds);
+      const copies = collector.messages.filter((m) => m.event && wanted.has(m.event.event_id)).length;
+      console.log(
+        `relay killed after ${sentAtKill}/${eventIds.length} rows were marked sent; ` +
+          `${copies - eventIds.length} events published twice (at-least-once)`,
+      );
+    } finally {
+      if (child) {
+        child.kill("SIGKILL");
+        await child.status;
+      }
+      await collector.stop();
+      await pipeline.close();
+    }
+  });
+
+  it("classifies a message too large for the broker as not transient", async () => {
+    const topic = await createTestTopic(brokers, { label: "too-large", partitions: 1 });
+    const kafka = createKafka({ brokers, clientId: "mini-wallet-tests" }, createLogger("silent"));
+    const producer = createOrderedProducer(kafka);
+    await producer.connect();
+    try {
+      const error = await producer.send({
+        topic,
+        acks: -1,
+        messages: [{ key: "k", value: "x".repeat(2 * 1024 * 1024) }],
+      }).then(
+        () => null,
+        (e: unknown) => e as Error & { retriable?: boolean; type?: string; cause?: Error },
+      );
+      assert.ok(error, "the broker accepted a 2 MB message");
+      console.log(
+        `2 MB message refused: ${error.name} ${error.type} (retriable ${error.retriable}, ` +
+          `cause ${error.cause?.name}): ${error.message}`,
+      );
+      assert.equal(isTransientKafkaError(error), false);
+    } finally {
+      await producer.disconnect();
+    }
+  });
+
+  it("moves a row the broker keeps refusing to the dead-letter table and publishes other wallets meanwhile", async () => {
+    const topic = await createTestTopic(brokers, { label: "dead-letter", partitions: 6 });
+    const pipeline = createPipeline({ topic });
+    const collector = await collectTopic(brokers, topic);
+    const cleanupSql = createSql(config.DATABASE_URL, { max: 1 });
+    let bigWalletId = "";
+    async function removeBigRows() {
+      if (bigWalletId) {
+        await cleanupSql`DELETE FROM outbox WHERE wallet_id = ${bigWalletId} AND sent_at IS NULL`;
+      }
+      await cleanupSql.end({ timeout: 5 });
+    }
+    try {
+      const big = await enabledWallet(pipeline.app);
+      bigWalletId = big.walletId;
+      const other = await enabledWallet(pipeline.app);
+      // Version 2 of `big`: a 2 MB event, larger than the broker's 1 MB message limit. Version 3: a normal one.
+      const [bigRow] = await pipeline.sql<{ id: string; event_id: string }[]>`
+        INSERT INTO outbox (event_id, wallet_id, shard, wallet_version, event_type, payload)
+        VALUES (gen_random_uuid(), ${big.walletId}, ${outboxShard(big.walletId)}, 2, 'deposit.succeeded',
+          json_build_object('padding', repeat('x', 2 * 1024 * 1024)))
+        RETURNING id, event_id`;
+      const [afterBig] = await pipeline.sql<{ event_id: string }[]>`
+        INSERT INTO outbox (event_id, wallet_id, shard, wallet_version, event_type, payload)
+        SELECT gen_random_uuid(), ${big.walletId}, ${outboxShard(big.walletId)}, 3, 'wallet.disabled',
+          json_build_object('note', 'after the big one')
+        RETURNING event_id`;
+      for (let i = 0; i < 3; i++) {
+        const response = await call(pipeline.app, "POST", "/api/v1/wallet/deposits", {
+          token: other.token,
+          body: { amount: 5, reference_id: `before-${i}` },
+        });
+        assert.equal(response.status, 201);
+      }
+      const relay = pipeline.startRelay({ maxAttempts: 2 });
+
+      await waitUntil(() => collector.eventsOf(other.walletId).length >= 4, {
+        message: "the other wallet's events published while the big row fails",
+      });
+      // Settled: the big row left the outbox, or it was tried more often than allowed.
+      await waitUntil(async () => {
+        const [row] = await pipeline.sql<{ attempts: number | null; dead: number }[]>`
+          SELECT (SELECT attempts FROM outbox WHERE id = ${bigRow.id}) AS attempts,
+                 (SELECT count(*)::int FROM outbox_dead_letter WHERE id = ${bigRow.id}) AS dead`;
+        return row.attempts === null || row.attempts > 2;
+      }, { message: "the big row settled" });
+
+      const [state] = await pipeline.sql<{ in_outbox: number; attempts: number | null; dead: number }[]>`
+        SELECT (SELECT count(*)::int FROM outbox WHERE id = ${bigRow.id}) AS in_outbox,
+               (SELECT attempts FROM outbox WHERE id = ${bigRow.id}) AS attempts,
+               (SELECT count(*)::int FROM outbox_dead_letter WHERE id = ${bigRow.id}) AS dead`;
+      assert.deepEqual(
+        state,
+        { in_outbox: 0, attempts: null, dead: 1 },
+        "after RELAY_MAX_ATTEMPTS=2 failures the row must be moved to outbox_dead_letter",
+      );
+      const [dead] = await pipeline.sql<{ attempts: number; last_error: string }[]>`
+        SELECT attempts, last_error FROM outbox_dead_letter WHERE id = ${bigRow.id}`;
+      assert.equal(dead.attempts, 2);
+      assert.ok(dead.last_error.length > 0);
+      assert.equal(relay.metrics.deadLettered, 1);
+
+      // The wallet's next event is published once the bad row is set aside; other wallets keep flowing.
+      await waitUntil(() => collector.messages.some((m) => m.headers["event-id"] === afterBig.event_id), {
+        message: "the big wallet's next row published after the dead-lettered one",
+      });
+      const response = await call(pipeline.app, "POST", "/api/v1/wallet/deposits", {
+        token: other.token,
+        body: { amount: 5, reference_id: "after" },
+      });
+      assert.equal(response.status, 201);
+      await waitUntil(() => collector.eventsOf(other.walletId).some((e) => e.version === 5), {
+        message: "a later event of the other wallet published",
+      });
+      assert.ok(!collector.messages.some((m) => m.headers["event-id"] === bigRow.event_id));
+    } finally {
+      await collector.stop();
+      await pipeline.close();
+      // Whatever happened, leave no row behind that would make later tests' relays fail batches.
+      await removeBigRows();
+    }
+  });
+});
