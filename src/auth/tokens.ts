@@ -20,25 +20,40 @@ export interface TokenService {
   verify(token: string): Promise<TokenSubject | null>;
 }
 
+/** How many verified tokens are remembered, so a client's next request skips the signature check. */
+const VERIFIED_CACHE_SIZE = 10_000;
+
 /** Issue and verify tokens with one shared secret. */
-export function createTokenService(options: { secret: string; ttlSeconds: number }): TokenService {
+export function createTokenService(
+  options: { secret: string; ttlSeconds: number; /** ms since epoch; tests move it */ now?: () => number },
+): TokenService {
+  const now = options.now ?? Date.now;
   const key = new TextEncoder().encode(options.secret);
+  // token -> subject and expiry (s). A token never changes, so a verified one stays valid until it expires.
+  const verified = new Map<string, { subject: TokenSubject; exp: number }>();
   return {
     issue({ customerXid, walletId }) {
-      const now = Math.floor(Date.now() / 1000);
+      const issuedAt = Math.floor(now() / 1000);
       return new SignJWT({ wid: walletId })
         .setProtectedHeader({ alg: "HS256", typ: "JWT" })
         .setSubject(customerXid)
-        .setIssuedAt(now)
+        .setIssuedAt(issuedAt)
         .setJti(crypto.randomUUID()) // every init gets a distinct token, even within one second
-        .setExpirationTime(now + options.ttlSeconds)
+        .setExpirationTime(issuedAt + options.ttlSeconds)
         .sign(key);
     },
     async verify(token) {
+      const known = verified.get(token);
+      if (known) {
+        if (known.exp + CLOCK_LEEWAY_SECONDS > now() / 1000) return known.subject;
+        verified.delete(token);
+        return null;
+      }
       try {
         const { payload } = await jwtVerify(token, key, {
           algorithms: ["HS256"],
           clockTolerance: CLOCK_LEEWAY_SECONDS,
+          currentDate: new Date(now()),
           requiredClaims: ["sub", "exp", "iat"],
         });
         const walletId = payload.wid;
