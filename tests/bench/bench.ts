@@ -1,0 +1,610 @@
+/**
+ * `deno task bench`: measure the service against the physical limits of this machine and write
+ * docs/benchmarks.md. Everything runs co-located: PostgreSQL, Redis, Kafka, the service and the load generator.
+ *
+ *   deno run -A tests/bench/bench.ts [--smoke] [--report <path>]
+ *
+ * The service under test is a separate process (`deno run -A src/main.ts`) with its own database
+ * (mini_wallet_bench, dropped and migrated each run), Kafka topic and consumer group, Redis db 14 and port
+ * 18089; it is started and stopped by pid. `--smoke` runs every scenario for about a second (tests use it).
+ *
+ * Order: pgbench baselines first (service not running, so nothing else competes with PostgreSQL), then the
+ * service with all roles for scenarios 1-4 (RSS sampled throughout, scenario 6), then the relay and the
+ * consumer each alone on a 100,000-row backlog (scenario 5).
+ */
+import { join } from "node:path";
+import postgres from "postgres";
+import { Kafka, logLevel } from "kafkajs";
+import { parseConfig } from "../../src/config.ts";
+import { migrateUp } from "../../src/db/migrate.ts";
+import { recreateDatabase } from "../../src/ops/postgres_local.ts";
+import { ensureServices } from "../../src/ops/services.ts";
+import { aptInstall, commandExists } from "../../src/ops/local_process.ts";
+import { KAFKA_VERSION } from "../../src/ops/kafka_local.ts";
+import { ensureTopics } from "../../outbox/kafka_admin.ts";
+import { hideKafkajsTimeoutWarning } from "../../outbox/kafka.ts";
+import {
+  Child,
+  type CpuProfile,
+  cpuSeconds,
+  type LoadResult,
+  pgbench,
+  readRss,
+  run,
+  sleep,
+  topProfile,
+  waitForHttp,
+  wrk,
+} from "./tools.ts";
+import { type FreshnessResult, runFreshness } from "./freshness.ts";
+import { profileDuring, type ProfileSummary } from "./cpu_profile.ts";
+import { type BenchReport, type DrainResult, keptAnalysis, writeReport } from "./report.ts";
+
+hideKafkajsTimeoutWarning();
+
+const args = Deno.args;
+const smoke = args.includes("--smoke");
+const benchDir = new URL(".", import.meta.url).pathname.replace(/\/$/, "");
+const root = join(benchDir, "..", "..");
+const reportIndex = args.indexOf("--report");
+const reportPath = reportIndex >= 0 ? args[reportIndex + 1] : join(root, "docs", "benchmarks.md");
+
+const P = smoke
+  ? { wallets: 50, seconds: 1, warmup: 0, backlog: 2000, freshRate: 100, freshSeconds: 1, port: 18189 }
+  : {
+    wallets: 1000,
+    seconds: 20,
+    warmup: 3,
+    backlog: 100_000,
+    freshRate: 500,
+    freshSeconds: 20,
+    port: 18089,
+  };
+const CONNECTIONS = 32;
+const THREADS = 2;
+const runId = Date.now().toString(36);
+const dbName = smoke ? "mini_wallet_bench_smoke" : "mini_wallet_bench";
+const DATABASE_URL = `postgres://postgres@127.0.0.1:5432/${dbName}`;
+const REDIS_URL = `redis://127.0.0.1:6379/${smoke ? 13 : 14}`;
+const TOPIC = `wallet.bench.${runId}`;
+const DRAIN_TOPIC = `wallet.bench.${runId}.drain`;
+const BARE_PORT = P.port + 1;
+const INSPECT_PORT = P.port + 1140; // 19229, or 19329 for --smoke
+const baseUrl = `http://127.0.0.1:${P.port}`;
+const JWT_SECRET = "bench-secret-for-mini-wallet-benchmarks-0000";
+
+const started = performance.now();
+function log(line: string) {
+  const s = Math.floor((performance.now() - started) / 1000);
+  console.log(`[${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}] ${line}`);
+}
+
+function serviceEnv(extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    APP_ENV: "development",
+    DATABASE_URL,
+    REDIS_URL,
+    KAFKA_BROKERS: "127.0.0.1:9092",
+    KAFKA_TOPIC: TOPIC,
+    KAFKA_CONSUMER_GROUP: `bench-${runId}`,
+    KAFKA_CLIENT_ID: `mini-wallet-bench-${runId}`,
+    PORT: String(P.port),
+    HOST: "127.0.0.1",
+    LOG_LEVEL: "warn",
+    JWT_SECRET,
+    KAFKAJS_NO_PARTITIONER_WARNING: "1",
+    ...extra,
+  };
+}
+
+const children = new Set<Child>();
+function spawnService(name: string, extra: Record<string, string> = {}, inspect = false): Child {
+  const flags = inspect ? [`--inspect=127.0.0.1:${INSPECT_PORT}`] : [];
+  const child = new Child(name, Deno.execPath(), ["run", "-A", ...flags, "src/main.ts"], {
+    cwd: root,
+    env: serviceEnv(extra),
+  });
+  children.add(child);
+  log(`${name}: started (pid ${child.pid})`);
+  return child;
+}
+async function stopChild(child: Child) {
+  await child.stop();
+  children.delete(child);
+  log(`${child.name}: stopped (pid ${child.pid})`);
+}
+
+// --- RSS sampling (scenario 6) -------------------------------------------------------------------------
+const rss = new Map<string, { pid: number; maxRssMb: number; hwmMb: number; byPhase: Map<string, number> }>();
+let phase = "setup";
+const tracked = new Set<Child>();
+const sampler = setInterval(() => {
+  for (const child of tracked) {
+    if (child.exited) continue;
+    const r = readRss(child.pid);
+    if (!r) continue;
+    const entry = rss.get(child.name) ?? { pid: child.pid, maxRssMb: 0, hwmMb: 0, byPhase: new Map() };
+    entry.maxRssMb = Math.max(entry.maxRssMb, r.rssMb);
+    entry.hwmMb = Math.max(entry.hwmMb, r.hwmMb);
+    entry.byPhase.set(phase, Math.max(entry.byPhase.get(phase) ?? 0, r.rssMb));
+    rss.set(child.name, entry);
+  }
+}, 200);
+
+// --- CPU profiles: a `top` sample in the middle of each measured run ----------------------------------
+const profiles: CpuProfile[] = [];
+const serviceCpu: Array<{ label: string; cores: number }> = [];
+async function measured<T>(label: string, seconds: number, service: Child | null, work: () => Promise<T>) {
+  phase = label;
+  const cpu0 = service ? cpuSeconds(service.pid) : null;
+  const t0 = performance.now();
+  const profile = smoke
+    ? Promise.resolve(null)
+    : sleep(Math.max(0, seconds * 500 - 1000)).then(() => topProfile(label));
+  const result = await work();
+  const p = await profile;
+  if (p) profiles.push(p);
+  if (service && cpu0 !== null) {
+    const cpu1 = cpuSeconds(service.pid);
+    if (cpu1 !== null) serviceCpu.push({ label, cores: (cpu1 - cpu0) / ((performance.now() - t0) / 1000) });
+  }
+  return result;
+}
+
+async function wrkRun(label: string, url: string, script: string, tokensFile: string, service: Child | null) {
+  const env = {
+    BENCH_TOKENS: tokensFile,
+    BENCH_DIR: benchDir,
+    BENCH_RUN_ID: runId,
+    BENCH_PHASE: label.replace(/\W+/g, ""),
+  };
+  const common = { url, script: join(benchDir, script), threads: THREADS, connections: CONNECTIONS, env };
+  if (P.warmup > 0) {
+    log(`${label}: warm-up ${P.warmup}s`);
+    await wrk(`${label} warm-up`, {
+      ...common,
+      seconds: P.warmup,
+      env: { ...env, BENCH_PHASE: `${env.BENCH_PHASE}w` },
+    });
+  }
+  log(`${label}: wrk -t${THREADS} -c${CONNECTIONS} for ${P.seconds}s...`);
+  const result = await measured(
+    label,
+    P.seconds,
+    service,
+    () => wrk(label, { ...common, seconds: P.seconds }),
+  );
+  log(`${label}: ${fmtResult(result)}`);
+  return result;
+}
+
+async function pgbenchRun(label: string, script: string, wallets: number, logDir: string) {
+  const common = {
+    script: join(benchDir, script),
+    database: dbName,
+    clients: CONNECTIONS,
+    threads: THREADS,
+    wallets,
+    logDir,
+  };
+  if (P.warmup > 0) await pgbench(`${label} warm-up`, { ...common, seconds: P.warmup, log: false });
+  log(`${label}: pgbench -c${CONNECTIONS} -j${THREADS} for ${P.seconds}s...`);
+  const result = await measured(
+    label,
+    P.seconds,
+    null,
+    () => pgbench(label, { ...common, seconds: P.seconds, log: true }),
+  );
+  log(`${label}: ${fmtResult(result)}`);
+  return result;
+}
+
+function fmtResult(r: LoadResult): string {
+  const ms = (v: number | null) => (v === null ? "-" : v.toFixed(2));
+  return `${r.rate.toFixed(0)}/s, p50 ${ms(r.p50)} ms, p99 ${ms(r.p99)} ms, max ${
+    ms(r.max)
+  } ms, errors ${r.errors}`;
+}
+
+async function machineInfo() {
+  const cpuinfo = Deno.readTextFileSync("/proc/cpuinfo");
+  const meminfo = Deno.readTextFileSync("/proc/meminfo");
+  const text = async (cmd: string, a: string[]) => {
+    try {
+      const r = await run(cmd, a);
+      return (r.stdout + r.stderr).split("\n")[0].trim();
+    } catch {
+      return "unknown";
+    }
+  };
+  return {
+    cores: navigator.hardwareConcurrency,
+    cpu: /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1] ?? "unknown",
+    ramGb: Math.round(Number(/MemTotal:\s+(\d+)/.exec(meminfo)?.[1] ?? 0) / 1024 / 1024 * 10) / 10,
+    kernel: await text("uname", ["-sr"]),
+  };
+}
+
+async function main(): Promise<BenchReport> {
+  log(`mini-wallet bench (${smoke ? "smoke" : "full"}), run ${runId}, report -> ${reportPath}`);
+  for (const [tool, pkg] of [["wrk", "wrk"], ["pgbench", "postgresql-client"]]) {
+    if (!commandExists(tool)) await aptInstall([pkg], log);
+  }
+  const config = parseConfig({ ...serviceEnv(), KAFKA_TOPIC_PARTITIONS: "6" });
+  await ensureServices(config, { log: (l) => log(l) });
+  await ensureTopics({
+    brokers: config.KAFKA_BROKERS,
+    clientId: config.KAFKA_CLIENT_ID,
+    topics: [{ topic: DRAIN_TOPIC, partitions: 6 }, { topic: `${DRAIN_TOPIC}.dlq`, partitions: 1 }],
+  });
+  await recreateDatabase(DATABASE_URL);
+  await migrateUp(DATABASE_URL, { dir: join(root, "migrations") });
+  const sql = postgres(DATABASE_URL, { max: 4, onnotice: () => {} });
+  const tmp = await Deno.makeTempDir({ prefix: "mini-wallet-bench-" });
+  const machine = await machineInfo();
+  const versions = {
+    deno: Deno.version.deno,
+    postgres: (await sql`SHOW server_version`)[0].server_version as string,
+    redis: /redis_version:(\S+)/.exec((await run("redis-cli", ["INFO", "server"])).stdout)?.[1] ?? "unknown",
+    kafka: KAFKA_VERSION,
+    wrk: (await run("wrk", ["-v"])).stdout.split("\n")[0].replace(/ Copyright.*/, "").trim(),
+    pgbench: (await run("pgbench", ["--version"])).stdout.trim(),
+  };
+  try {
+    // Wallets 1..N with ids md5('bench-' || n)::uuid, so pgbench scripts can address them without a lookup.
+    await sql`
+      INSERT INTO wallets (id, customer_xid, status, enabled_at)
+      SELECT md5('bench-' || n)::uuid, 'bench-' || n, 'enabled', now() FROM generate_series(1, ${P.wallets}::int) n`;
+    log(`database ${dbName}: migrated, ${P.wallets} enabled wallets`);
+
+    // --- pgbench baselines (scenarios 2 and 3) ----------------------------------------------------------
+    const spreadPlain = await pgbenchRun("2. spread: pgbench plain SQL", "pgbench_plain.sql", P.wallets, tmp);
+    const spreadProject = await pgbenchRun(
+      "2. spread: pgbench project SQL",
+      "pgbench_project.sql",
+      P.wallets,
+      tmp,
+    );
+    const hotPlain = await pgbenchRun("3. hot: pgbench plain SQL", "pgbench_plain.sql", 1, tmp);
+    const hotProject = await pgbenchRun("3. hot: pgbench project SQL", "pgbench_project.sql", 1, tmp);
+    // pgbench's outbox rows are not real events: keep them away from the relay.
+    await sql`UPDATE outbox SET sent_at = now() WHERE sent_at IS NULL`;
+    await sql.unsafe("VACUUM ANALYZE");
+
+    // --- the service, all roles -------------------------------------------------------------------------
+    phase = "start";
+    const service = spawnService("service (api+relay+consumer)", {}, true);
+    tracked.add(service);
+    await waitForHttp(`${baseUrl}/health`, service);
+    const tokens = await initTokens(P.wallets);
+    const tokensAll = join(tmp, "tokens_all.txt");
+    const tokensHot = join(tmp, "tokens_hot.txt");
+    Deno.writeTextFileSync(tokensAll, tokens.join("\n") + "\n");
+    Deno.writeTextFileSync(tokensHot, tokens[0] + "\n");
+    log(`service: ${tokens.length} tokens issued`);
+
+    // 1. cached reads vs bare Hono
+    const bare = new Child("bare hono", Deno.execPath(), [
+      "run",
+      "--allow-net",
+      join(benchDir, "bare_hono.ts"),
+      String(BARE_PORT),
+    ], {
+      cwd: root,
+    });
+    children.add(bare);
+    await waitForHttp(`http://127.0.0.1:${BARE_PORT}/`, bare);
+    const bareResult = await wrkRun(
+      "1. bare Hono GET",
+      `http://127.0.0.1:${BARE_PORT}`,
+      "get_wallet.lua",
+      tokensAll,
+      null,
+    );
+    await stopChild(bare);
+    const cached = await wrkRun(
+      "1. cached GET /api/v1/wallet",
+      baseUrl,
+      "get_wallet.lua",
+      tokensAll,
+      service,
+    );
+
+    // 2. and 3. deposits through the service
+    const spread = await wrkRun("2. spread deposits (service)", baseUrl, "deposit.lua", tokensAll, service);
+    const hot = await wrkRun("3. hot-wallet deposits (service)", baseUrl, "deposit.lua", tokensHot, service);
+
+    phase = "settle";
+    await waitForDrain(sql, 120_000);
+
+    // 4. freshness at a steady rate
+    const startCents = (await sql<{ balance: string }[]>`
+      SELECT w.balance FROM generate_series(1, ${P.wallets}::int) n JOIN wallets w ON w.id = md5('bench-' || n)::uuid
+      ORDER BY n`).map((r) => Number(r.balance));
+    log(
+      `4. freshness: ${P.freshRate} deposits/s for ${P.freshSeconds}s, polling GET every 5 ms after each 201...`,
+    );
+    const freshness: FreshnessResult = await measured(
+      "4. freshness",
+      P.freshSeconds,
+      service,
+      () =>
+        runFreshness({
+          baseUrl,
+          tokens,
+          startCents,
+          rate: P.freshRate,
+          seconds: P.freshSeconds,
+          pollMs: 5,
+          runId,
+        }),
+    );
+    log(
+      `4. freshness: ${freshness.answered201} deposits, delay p50 ${freshness.delayP50?.toFixed(1)} ms, ` +
+        `p99 ${freshness.delayP99?.toFixed(1)} ms, max ${freshness.delayMax?.toFixed(1)} ms`,
+    );
+
+    phase = "settle";
+    await waitForDrain(sql, 120_000);
+
+    // V8 CPU profiles of the service, in extra runs after the measured ones (profiling costs a little).
+    const cpuProfiles: ProfileSummary[] = [];
+    const profileSeconds = smoke ? 1 : 6;
+    for (
+      const [label, script, file] of [
+        ["cached GET /api/v1/wallet", "get_wallet.lua", tokensAll],
+        ["spread deposits", "deposit.lua", tokensAll],
+        ["hot-wallet deposits", "deposit.lua", tokensHot],
+      ]
+    ) {
+      phase = `profile: ${label}`;
+      log(`profile: ${label}, wrk for ${profileSeconds}s with the V8 profiler attached...`);
+      const env = {
+        BENCH_TOKENS: file,
+        BENCH_DIR: benchDir,
+        BENCH_RUN_ID: runId,
+        BENCH_PHASE: `prof${cpuProfiles.length}`,
+      };
+      cpuProfiles.push(
+        await profileDuring(label, INSPECT_PORT, () =>
+          wrk(label, {
+            url: baseUrl,
+            script: join(benchDir, script),
+            threads: THREADS,
+            connections: CONNECTIONS,
+            seconds: profileSeconds,
+            env,
+          })),
+      );
+    }
+    phase = "settle";
+    await waitForDrain(sql, 120_000);
+    const serviceRss = readRss(service.pid);
+    await stopChild(service);
+
+    // 5. relay drain and consumer apply rate
+    const drain = await drainScenario(sql, config.KAFKA_BROKERS);
+
+    const rssRows = [...rss].map(([name, r]) => ({
+      name,
+      maxRssMb: r.maxRssMb,
+      hwmMb: r.hwmMb,
+      byPhase: [...r.byPhase].map(([p, mb]) => ({ phase: p, mb })),
+    }));
+    if (serviceRss) {
+      const row = rssRows.find((r) => r.name.startsWith("service"));
+      if (row) row.hwmMb = Math.max(row.hwmMb, serviceRss.hwmMb);
+    }
+    await sql.end({ timeout: 5 });
+    return {
+      smoke,
+      runId,
+      date: new Date().toISOString(),
+      durationSeconds: (performance.now() - started) / 1000,
+      machine,
+      versions,
+      settings: {
+        connections: CONNECTIONS,
+        threads: THREADS,
+        seconds: P.seconds,
+        warmup: P.warmup,
+        wallets: P.wallets,
+        backlog: P.backlog,
+        freshRate: P.freshRate,
+      },
+      cached,
+      bare: bareResult,
+      spread,
+      spreadPlain,
+      spreadProject,
+      hot,
+      hotPlain,
+      hotProject,
+      freshness,
+      drain,
+      rss: rssRows,
+      profiles,
+      serviceCpu,
+      cpuProfiles,
+    };
+  } finally {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  }
+}
+
+/** POST /api/v1/init for bench-1..N (the wallets exist and are enabled already), 32 at a time. */
+async function initTokens(count: number): Promise<string[]> {
+  const tokens = new Array<string>(count);
+  let next = 0;
+  async function worker() {
+    while (next < count) {
+      const i = next++;
+      const res = await fetch(`${baseUrl}/api/v1/init`, {
+        method: "POST",
+        headers: { "Content-Type": "application/x-www-form-urlencoded" },
+        body: `customer_xid=bench-${i + 1}`,
+      });
+      const body = await res.json();
+      if (res.status !== 201) throw new Error(`init bench-${i + 1}: ${res.status} ${JSON.stringify(body)}`);
+      tokens[i] = body.data.token;
+    }
+  }
+  await Promise.all(Array.from({ length: 32 }, worker));
+  return tokens;
+}
+
+async function unsent(sql: postgres.Sql): Promise<number> {
+  return Number((await sql`SELECT count(*)::int AS n FROM outbox WHERE sent_at IS NULL`)[0].n);
+}
+
+async function waitForDrain(sql: postgres.Sql, timeoutMs: number) {
+  const deadline = Date.now() + timeoutMs;
+  let n = await unsent(sql);
+  while (n > 0 && Date.now() < deadline) {
+    await sleep(200);
+    n = await unsent(sql);
+  }
+  if (n > 0) log(`warning: ${n} outbox rows still unsent after ${timeoutMs / 1000}s`);
+  await sleep(smoke ? 200 : 1000); // let the consumer apply the last events
+}
+
+async function drainScenario(sql: postgres.Sql, brokers: string[]): Promise<DrainResult> {
+  phase = "5. backlog";
+  const perWallet = Math.ceil(P.backlog / P.wallets);
+  log(
+    `5. writing a backlog of ${P.backlog} outbox rows (${perWallet} events on each of ${P.wallets} wallets)...`,
+  );
+  const stamp = `to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+  await sql.unsafe(`
+    INSERT INTO outbox (event_id, wallet_id, shard, wallet_version, event_type, payload)
+    SELECT s.eid, s.id, ('x' || substr(s.id::text, 1, 4))::bit(16)::int % 16, s.version + s.g, 'deposit.succeeded',
+      json_build_object(
+        'schema_version', 1, 'event_id', s.eid, 'type', 'deposit.succeeded', 'wallet_id', s.id,
+        'customer_xid', s.customer_xid, 'version', s.version + s.g, 'wallet_status', 'enabled',
+        'enabled_at', to_char(s.enabled_at AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+        'disabled_at', NULL,
+        'balance', ((s.balance + s.g * 100) / 100)::text || '.' || lpad(((s.balance + s.g * 100) % 100)::text, 2, '0'),
+        'transaction', json_build_object(
+          'id', gen_random_uuid(), 'type', 'deposit', 'status', 'success', 'amount', '1.00',
+          'reference_id', 'backlog-' || s.g, 'transacted_at', ${stamp}),
+        'occurred_at', ${stamp})
+    FROM (
+      SELECT w.id, w.customer_xid, w.version, w.balance, w.enabled_at, g, gen_random_uuid() AS eid
+      FROM wallets w CROSS JOIN generate_series(1, ${perWallet}) g
+      WHERE w.customer_xid LIKE 'bench-%'
+      ORDER BY g, w.id
+      LIMIT ${P.backlog}
+    ) s`);
+  await sql.unsafe("ANALYZE outbox");
+  const total = await unsent(sql);
+  log(`5. backlog ready: ${total} unsent rows`);
+
+  // Relay alone.
+  phase = "5. relay drain";
+  const t0 = performance.now();
+  const relay = spawnService("relay (relay only)", { ROLES: "relay", KAFKA_TOPIC: DRAIN_TOPIC });
+  tracked.add(relay);
+  let first: { at: number; left: number } | null = null;
+  let end = 0;
+  let last = -1;
+  let lastLog = performance.now();
+  const relayDeadline = Date.now() + (smoke ? 60_000 : 300_000);
+  while (Date.now() < relayDeadline) {
+    if (relay.exited) throw new Error(`relay exited:\n${relay.tail()}`);
+    const left = await unsent(sql);
+    const at = performance.now();
+    if (!first && left < total) first = { at, left };
+    if (left === 0) {
+      end = at;
+      break;
+    }
+    if (at - lastLog > 2000 && left !== last) {
+      log(`5. relay: ${left} unsent`);
+      lastLog = at;
+    }
+    last = left;
+    await sleep(50);
+  }
+  const relayTotalSeconds = (end - t0) / 1000;
+  const relayRate = first && end > first.at ? first.left / ((end - first.at) / 1000) : null;
+  const relayCpu = cpuSeconds(relay.pid);
+  await stopChild(relay);
+  log(
+    `5. relay: drained ${total} rows at ${relayRate?.toFixed(0)} events/s (${
+      relayTotalSeconds.toFixed(1)
+    }s incl. start)`,
+  );
+
+  // Consumer alone, fresh group, from the beginning of the drain topic.
+  phase = "5. consumer apply";
+  const group = `bench-drain-${runId}`;
+  const kafka = new Kafka({ clientId: `bench-admin-${runId}`, brokers, logLevel: logLevel.NOTHING });
+  const admin = kafka.admin();
+  await admin.connect();
+  let consumer: Child | null = null;
+  try {
+    const high = (await admin.fetchTopicOffsets(DRAIN_TOPIC)).reduce((s, p) => s + Number(p.high), 0);
+    const c0 = performance.now();
+    consumer = spawnService("consumer (consumer only)", {
+      ROLES: "consumer",
+      KAFKA_TOPIC: DRAIN_TOPIC,
+      KAFKA_CONSUMER_GROUP: group,
+    });
+    tracked.add(consumer);
+    let firstCommit: { at: number; done: number } | null = null;
+    let cEnd = 0;
+    const deadline = Date.now() + (smoke ? 60_000 : 300_000);
+    while (Date.now() < deadline) {
+      if (consumer.exited) throw new Error(`consumer exited:\n${consumer.tail()}`);
+      const offsets = await admin.fetchOffsets({ groupId: group, topics: [DRAIN_TOPIC] });
+      const done = offsets[0]?.partitions.reduce((s, p) => s + Math.max(0, Number(p.offset)), 0) ?? 0;
+      const at = performance.now();
+      if (!firstCommit && done > 0) firstCommit = { at, done };
+      if (done >= high) {
+        cEnd = at;
+        break;
+      }
+      await sleep(100);
+    }
+    const consumerTotalSeconds = (cEnd - c0) / 1000;
+    const consumerRate = firstCommit && cEnd > firstCommit.at
+      ? (high - firstCommit.done) / ((cEnd - firstCommit.at) / 1000)
+      : null;
+    log(
+      `5. consumer: applied ${high} events; steady ${consumerRate?.toFixed(0) ?? "-"} events/s, ` +
+        `${consumerTotalSeconds.toFixed(1)}s incl. start and group join`,
+    );
+    return {
+      backlog: total,
+      relayRate,
+      relayTotalSeconds,
+      relayCpuSeconds: relayCpu,
+      events: high,
+      consumerRate,
+      consumerTotalSeconds,
+    };
+  } finally {
+    await admin.disconnect().catch(() => {});
+    if (consumer) await stopChild(consumer);
+  }
+}
+
+let exitCode = 0;
+try {
+  const report = await main();
+  Deno.mkdirSync(join(reportPath, ".."), { recursive: true });
+  let previous: string | null = null;
+  try {
+    previous = Deno.readTextFileSync(reportPath);
+  } catch { /* first run */ }
+  Deno.writeTextFileSync(reportPath, writeReport(report, keptAnalysis(previous)));
+  log(`report written to ${reportPath} (${report.durationSeconds.toFixed(0)}s)`);
+} catch (error) {
+  console.error(`bench failed: ${(error as Error).stack ?? error}`);
+  for (const child of children) console.error(`--- ${child.name} (pid ${child.pid}) ---\n${child.tail()}`);
+  exitCode = 1;
+} finally {
+  clearInterval(sampler);
+  for (const child of [...children]) await child.stop();
+}
+Deno.exit(exitCode);

@@ -1,0 +1,13 @@
+-- pgbench baseline: the SQL the project's write path sends for one deposit (src/db/wallet_repository.ts:
+-- lockWallets, findTransactionsByReference, writeWalletChanges), with one-element arrays where the service
+-- binds arrays. Keep in step with that file. Wallet ids are md5('bench-' || n)::uuid, n in 1..:wallets.
+-- Run: pgbench -n -M prepared -D wallets=1000 -f pgbench_project.sql -c 32 -j 2 -T 20 <db>
+\set n random(1, :wallets)
+\set r random(1, 9000000000000000)
+BEGIN;
+SELECT id, customer_xid, status, balance, version, enabled_at, disabled_at FROM wallets WHERE id = ANY(ARRAY[md5('bench-' || :n::text)::uuid]::uuid[]) ORDER BY id FOR UPDATE \gset
+SELECT t.seq, t.id, t.wallet_id, t.type, t.status, t.amount, t.reference_id, t.balance_after, t.created_at FROM unnest(ARRAY[:id]::uuid[], ARRAY['pgb-' || :r::text]::text[]) AS k(wallet_id, reference_id) JOIN wallet_transactions t ON t.wallet_id = k.wallet_id AND t.reference_id = k.reference_id;
+\set nb :balance + 100
+\set nv :version + 1
+WITH updated AS (UPDATE wallets SET status = w.status, balance = w.balance, version = w.version, enabled_at = w.enabled_at, disabled_at = w.disabled_at, updated_at = now() FROM unnest(ARRAY[:id]::uuid[], ARRAY['enabled']::text[], ARRAY[:nb]::bigint[], ARRAY[:nv]::bigint[], ARRAY[:enabled_at]::timestamptz[], ARRAY[NULL]::timestamptz[]) AS w(id, status, balance, version, enabled_at, disabled_at) WHERE wallets.id = w.id), recorded AS (INSERT INTO wallet_transactions (id, wallet_id, type, status, amount, reference_id, balance_after, created_at) SELECT * FROM unnest(ARRAY[gen_random_uuid()]::uuid[], ARRAY[:id]::uuid[], ARRAY['deposit']::text[], ARRAY['success']::text[], ARRAY[100]::bigint[], ARRAY['pgb-' || :r::text]::text[], ARRAY[:nb]::bigint[], ARRAY[now()]::timestamptz[])) INSERT INTO outbox (event_id, wallet_id, shard, wallet_version, event_type, payload) SELECT o.event_id, o.wallet_id, o.shard, o.wallet_version, o.event_type, o.payload::json FROM unnest(ARRAY[gen_random_uuid()]::uuid[], ARRAY[:id]::uuid[], ARRAY[:n::int % 16]::smallint[], ARRAY[:nv]::bigint[], ARRAY['deposit.succeeded']::text[], ARRAY['{"schema_version": 1,"event_id": "6f1c2d3e-4b5a-4c6d-8e7f-901234567890","type": "deposit.succeeded","wallet_id": "0b6f7c1e-2d3a-4b5c-9d8e-7f6a5b4c3d2e","customer_xid": "bench-1","version": 2,"wallet_status": "enabled","enabled_at": "2026-01-01T00:00:00.000Z","disabled_at": null,"balance": "101","transaction": {"id": "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d","type": "deposit","status": "success","amount": "1","reference_id": "bench-run-deposit-t0-1","transacted_at": "2026-01-01T00:00:00.000Z"},"occurred_at": "2026-01-01T00:00:00.000Z"}']::text[]) AS o(event_id, wallet_id, shard, wallet_version, event_type, payload);
+COMMIT;

@@ -1,0 +1,378 @@
+/** Renders the results of one bench run as docs/benchmarks.md. */
+import type { CpuProfile, LoadResult } from "./tools.ts";
+import type { FreshnessResult } from "./freshness.ts";
+import type { ProfileSummary } from "./cpu_profile.ts";
+
+export interface DrainResult {
+  backlog: number;
+  /** Rows per second from the first published row to an empty outbox. */
+  relayRate: number | null;
+  relayTotalSeconds: number;
+  relayCpuSeconds: number | null;
+  events: number;
+  /** Events per second between the first and the last offset commit of the group. */
+  consumerRate: number | null;
+  consumerTotalSeconds: number;
+}
+
+export interface BenchReport {
+  smoke: boolean;
+  runId: string;
+  date: string;
+  durationSeconds: number;
+  machine: { cores: number; cpu: string; ramGb: number; kernel: string };
+  versions: Record<string, string>;
+  settings: {
+    connections: number;
+    threads: number;
+    seconds: number;
+    warmup: number;
+    wallets: number;
+    backlog: number;
+    freshRate: number;
+  };
+  cached: LoadResult;
+  bare: LoadResult;
+  spread: LoadResult;
+  spreadPlain: LoadResult;
+  spreadProject: LoadResult;
+  hot: LoadResult;
+  hotPlain: LoadResult;
+  hotProject: LoadResult;
+  freshness: FreshnessResult;
+  drain: DrainResult;
+  rss: Array<
+    { name: string; maxRssMb: number; hwmMb: number; byPhase: Array<{ phase: string; mb: number }> }
+  >;
+  profiles: CpuProfile[];
+  serviceCpu: Array<{ label: string; cores: number }>;
+  cpuProfiles: ProfileSummary[];
+}
+
+const n0 = (
+  v: number | null | undefined,
+) => (v === null || v === undefined ? "–" : Math.round(v).toLocaleString("en-US"));
+const n2 = (v: number | null | undefined) => (v === null || v === undefined ? "–" : v.toFixed(2));
+const ratio = (a: number | null, b: number | null) => (a === null || b === null || b === 0 ? null : a / b);
+const x = (v: number | null) => (v === null ? "–" : `${v.toFixed(2)}x`);
+
+interface Target {
+  scenario: string;
+  ours: string;
+  baseline: string;
+  ratio: string;
+  target: string;
+  met: boolean;
+  miss?: string;
+}
+
+/** The lead's "What limits it" text from an earlier report, unless it is still the placeholder. */
+export function keptAnalysis(previous: string | null): string | null {
+  if (!previous) return null;
+  const start = previous.indexOf(ANALYSIS_HEADING);
+  if (start < 0) return null;
+  const rest = previous.slice(start + ANALYSIS_HEADING.length);
+  const end = rest.search(/^## /m);
+  const text = (end < 0 ? rest : rest.slice(0, end)).trim();
+  return text && !text.includes("PLACEHOLDER") ? text : null;
+}
+
+const ANALYSIS_HEADING = "## What limits it";
+
+/** Render the report; `analysis` is the lead's text to keep in place of the placeholder. */
+export function writeReport(r: BenchReport, analysis: string | null = null): string {
+  const service = r.rss.find((e) => e.name.startsWith("service"));
+  const serviceRss = service ? Math.max(service.maxRssMb, service.hwmMb) : null;
+  const cachedRatio = ratio(r.cached.rate, r.bare.rate);
+  const spreadRatio = ratio(r.spread.rate, r.spreadPlain.rate);
+  const hotRatio = ratio(r.hot.rate, r.hotPlain.rate);
+  const f = r.freshness;
+
+  const targets: Target[] = [
+    {
+      scenario: "1. cached `GET /api/v1/wallet` throughput",
+      ours: `${n0(r.cached.rate)} req/s`,
+      baseline: `bare Hono ${n0(r.bare.rate)} req/s`,
+      ratio: x(cachedRatio),
+      target: ">= 0.45x",
+      met: (cachedRatio ?? 0) >= 0.45,
+      miss: `${x(cachedRatio)} of bare Hono, short of 0.45x by ${x(0.45 - (cachedRatio ?? 0))}`,
+    },
+    {
+      scenario: "1. cached `GET /api/v1/wallet` p99",
+      ours: `${n2(r.cached.p99)} ms`,
+      baseline: `bare Hono ${n2(r.bare.p99)} ms`,
+      ratio: x(ratio(r.cached.p99, r.bare.p99)),
+      target: "< 10 ms",
+      met: (r.cached.p99 ?? Infinity) < 10,
+      miss: `p99 ${n2(r.cached.p99)} ms, ${n2((r.cached.p99 ?? 0) - 10)} ms over`,
+    },
+    {
+      scenario: `2. deposits over ${n0(r.settings.wallets)} wallets`,
+      ours: `${n0(r.spread.rate)} /s`,
+      baseline: `pgbench plain ${n0(r.spreadPlain.rate)} tps (project SQL ${n0(r.spreadProject.rate)} tps)`,
+      ratio: x(spreadRatio),
+      target: ">= 1.0x plain",
+      met: (spreadRatio ?? 0) >= 1,
+      miss: `${x(spreadRatio)} of plain-SQL pgbench, short by ${x(1 - (spreadRatio ?? 0))}`,
+    },
+    {
+      scenario: "3. hot wallet, 32 clients",
+      ours: `${n0(r.hot.rate)} /s`,
+      baseline: `pgbench plain ${n0(r.hotPlain.rate)} tps (project SQL ${n0(r.hotProject.rate)} tps)`,
+      ratio: x(hotRatio),
+      target: ">= 2x plain",
+      met: (hotRatio ?? 0) >= 2,
+      miss: `${x(hotRatio)} of plain-SQL pgbench on one row, short of 2x by ${x(2 - (hotRatio ?? 0))}`,
+    },
+    {
+      scenario: "3. hot wallet p99",
+      ours: `${n2(r.hot.p99)} ms`,
+      baseline: `pgbench plain ${n2(r.hotPlain.p99)} ms`,
+      ratio: x(ratio(r.hot.p99, r.hotPlain.p99)),
+      target: "< 50 ms",
+      met: (r.hot.p99 ?? Infinity) < 50,
+      miss: `p99 ${n2(r.hot.p99)} ms, ${n2((r.hot.p99 ?? 0) - 50)} ms over`,
+    },
+    {
+      scenario: `4. freshness p99 at ${r.settings.freshRate} writes/s`,
+      ours: `${n2(f.delayP99)} ms`,
+      baseline: `contract: 5,000 ms`,
+      ratio: x(ratio(f.delayP99, 5000)),
+      target: "< 100 ms",
+      met: (f.delayP99 ?? Infinity) < 100 && f.unresolved === 0,
+      miss: `p99 ${n2(f.delayP99)} ms (${f.unresolved} never seen), ${n2((f.delayP99 ?? 0) - 100)} ms over`,
+    },
+    {
+      scenario: `5. relay drain of ${n0(r.drain.backlog)} rows`,
+      ours: `${n0(r.drain.relayRate)} events/s`,
+      baseline: "target 10,000 events/s",
+      ratio: x(ratio(r.drain.relayRate, 10_000)),
+      target: ">= 10,000/s",
+      met: (r.drain.relayRate ?? 0) >= 10_000,
+      miss: `${n0(r.drain.relayRate)} events/s, ${x(ratio(r.drain.relayRate, 10_000))} of the target`,
+    },
+    {
+      scenario: "6. service peak RSS under load",
+      ours: `${n0(serviceRss)} MB`,
+      baseline: "target 200 MB",
+      ratio: x(ratio(serviceRss, 200)),
+      target: "< 200 MB",
+      met: (serviceRss ?? Infinity) < 200,
+      miss: `${n0(serviceRss)} MB, ${n0((serviceRss ?? 0) - 200)} MB over`,
+    },
+  ];
+
+  const row = (res: LoadResult, what: string) =>
+    `| ${what} | ${res.tool} | ${n0(res.rate)} | ${n2(res.p50)} | ${n2(res.p99)} | ${n2(res.max)} | ${
+      n0(res.ok)
+    } | ${n0(res.errors)} |`;
+  const loadTable = (rows: Array<[LoadResult, string]>) =>
+    [
+      "| run | tool | throughput (/s) | p50 ms | p99 ms | max ms | ok | errors |",
+      "|---|---|--:|--:|--:|--:|--:|--:|",
+      ...rows.map(([res, what]) => row(res, what)),
+      "",
+      "Commands:",
+      "",
+      ...rows.map(([res]) => `- \`${res.command}\``),
+    ].join("\n");
+
+  const missed = targets.filter((t) => !t.met);
+  const s = r.settings;
+  const lines: string[] = [];
+  lines.push(
+    "# Benchmarks",
+    "",
+    `Generated by \`deno task bench\` (\`deno run -A tests/bench/bench.ts\`) on ${r.date}` +
+      `${
+        r.smoke ? " — **smoke run (tiny durations): these numbers mean nothing**" : ""
+      }; the whole run took ` +
+      `${
+        n0(r.durationSeconds)
+      } s. Every figure and its baseline come from this same run on this machine, with ` +
+      "PostgreSQL, Redis, Kafka, the service and the load generator all co-located. Re-run the command to " +
+      "reproduce; do not edit this file by hand.",
+    "",
+    "## Summary",
+    "",
+    "| scenario | ours | baseline | ratio | target | met? |",
+    "|---|--:|---|--:|---|---|",
+    ...targets.map((t) =>
+      `| ${t.scenario} | ${t.ours} | ${t.baseline} | ${t.ratio} | ${t.target} | ${t.met ? "yes" : "**no**"} |`
+    ),
+    "",
+    "## Machine and versions",
+    "",
+    `- Machine: ${r.machine.cores} cores (${r.machine.cpu}), ${r.machine.ramGb} GB RAM, ${r.machine.kernel}`,
+    ...Object.entries(r.versions).map(([k, v]) => `- ${k}: ${v}`),
+    `- Load: ${s.connections} connections, ${s.threads} wrk threads / pgbench jobs, ${s.seconds} s per measured run ` +
+      `after a ${s.warmup} s warm-up; ${s.wallets} wallets.`,
+    "- Service under test: `deno run -A src/main.ts` as its own process with its default pool and batching " +
+      "settings, LOG_LEVEL=warn, its own database (dropped and migrated each run), Kafka topic `wallet.bench.<run>` " +
+      "(6 partitions), consumer group and Redis db.",
+    "",
+    "## Method",
+    "",
+    "- **Load generator: `wrk`** (Debian package; the bench installs it when missing). It is a small C program " +
+      "whose own CPU use is low, which matters when it shares 2 cores with everything else; Lua scripts " +
+      "(`tests/bench/*.lua`) rotate over the wallets' tokens and give every deposit a unique `reference_id` " +
+      "(run id, thread id, per-thread counter), sent form-urlencoded like a form client. wrk counts responses " +
+      "with status >= 400 as errors. It is closed-loop, so for the steady-rate freshness scenario the bench uses " +
+      "its own open-loop generator (`tests/bench/freshness.ts`; wrk2 is not packaged in Debian).",
+    "- **pgbench baselines** run before the service starts, against the same database and wallets, with " +
+      `\`-M prepared -c ${s.connections} -j ${s.threads}\`; latencies come from per-transaction logs (\`-l\`). ` +
+      "`tests/bench/pgbench_plain.sql` is the plain transaction (SELECT ... FOR UPDATE, UPDATE balance, INSERT " +
+      "transaction, INSERT outbox: one statement each); `tests/bench/pgbench_project.sql` is the SQL the " +
+      "service's write path sends for one deposit (`src/db/wallet_repository.ts`: lockWallets, " +
+      "findTransactionsByReference, writeWalletChanges). Their outbox rows are marked sent afterwards so the " +
+      "relay never sees them.",
+    "- Scenario 1's baseline is `tests/bench/bare_hono.ts`: Hono on `Deno.serve`, answering a small JSON of the " +
+      "same shape with no auth, cache or database, under the same wrk script and connections.",
+    "",
+    "## 1. Cached reads: `GET /api/v1/wallet` vs bare Hono",
+    "",
+    loadTable([[r.cached, "service, GET /api/v1/wallet (tokens of all wallets in turn)"], [
+      r.bare,
+      "bare Hono on Deno",
+    ]]),
+    "",
+    `Ratio (throughput): ${
+      x(cachedRatio)
+    }. The cache entries expire 3 s after they were confirmed, so a share of ` +
+      "these reads go to PostgreSQL and refill the cache, as in production.",
+    "",
+    `## 2. Deposits spread over ${n0(s.wallets)} wallets`,
+    "",
+    loadTable([
+      [r.spread, "service, POST /api/v1/wallet/deposits"],
+      [r.spreadPlain, "pgbench, plain SQL"],
+      [r.spreadProject, "pgbench, the project's SQL"],
+    ]),
+    "",
+    `Ratios: ${x(spreadRatio)} of plain-SQL pgbench, ${x(ratio(r.spread.rate, r.spreadProject.rate))} of ` +
+      "project-SQL pgbench. The service's figure includes its relay and consumer running at the same time.",
+    "",
+    "## 3. Deposits on one hot wallet, 32 concurrent clients",
+    "",
+    loadTable([
+      [r.hot, "service, one wallet"],
+      [r.hotPlain, "pgbench, plain SQL, one row"],
+      [r.hotProject, "pgbench, the project's SQL, one row"],
+    ]),
+    "",
+    `Ratios: ${x(hotRatio)} of plain-SQL pgbench, ${
+      x(ratio(r.hot.rate, r.hotProject.rate))
+    } of project-SQL pgbench.`,
+    "",
+    `## 4. Freshness: deposit 201 to the balance shown by GET, at ${n0(f.targetRate)} writes/s`,
+    "",
+    "| measure | value |",
+    "|---|--:|",
+    `| deposits sent (open loop, ${f.seconds} s) | ${n0(f.sent)} |`,
+    `| achieved rate (201/s) | ${n0(f.answered201 / f.seconds)} |`,
+    `| deposit errors | ${n0(f.depositErrors)} |`,
+    `| sends > 10 ms behind schedule | ${n0(f.late)} |`,
+    `| deposit latency p50 / p99 / max (ms) | ${n2(f.depositP50)} / ${n2(f.depositP99)} / ${
+      n2(f.depositMax)
+    } |`,
+    `| **visibility delay p50 / p99 / max (ms)** | ${n2(f.delayP50)} / **${n2(f.delayP99)}** / ${
+      n2(f.delayMax)
+    } |`,
+    `| delays measured | ${n0(f.delays)} |`,
+    `| deposits never seen by GET (errors) | ${n0(f.unresolved)} |`,
+    `| GET polls (errors) | ${n0(f.polls)} (${n0(f.pollErrors)}) |`,
+    "",
+    `The delay runs from the 201 arriving to the first GET response that shows the new balance; GET polls every ` +
+      `${f.pollMs} ms at first, backing off to 50 ms, so each delay is an upper bound within one poll interval plus one GET round trip. Deposits go ` +
+      "to each wallet in turn, so a wallet's deposits do not overlap.",
+    "",
+    `## 5. Relay drain and consumer apply rate (${n0(r.drain.backlog)}-row backlog)`,
+    "",
+    "| measure | value |",
+    "|---|--:|",
+    `| relay drain rate (first row published to empty outbox) | **${n0(r.drain.relayRate)} events/s** |`,
+    `| relay wall time incl. process start and Kafka connect | ${n2(r.drain.relayTotalSeconds)} s |`,
+    `| relay process CPU | ${n2(r.drain.relayCpuSeconds)} s |`,
+    `| consumer apply rate (first to last offset commit) | **${n0(r.drain.consumerRate)} events/s** |`,
+    `| consumer wall time incl. start and group join (${n0(r.drain.events)} events) | ${
+      n2(r.drain.consumerTotalSeconds)
+    } s |`,
+    `| consumer rate over wall time | ${n0(r.drain.events / r.drain.consumerTotalSeconds)} events/s |`,
+    "| errors | 0 (the bench fails on a stuck drain) |",
+    "",
+    "The backlog is written directly with SQL (valid `deposit.succeeded` events, 100 per wallet, interleaved) " +
+      "while no relay runs; then a relay-only process (`ROLES=relay`) drains it to a fresh topic, and a " +
+      "consumer-only process (`ROLES=consumer`, fresh group) applies it to Redis. The relay is measured by polling " +
+      "the unsent count every 50 ms; the consumer by its group's committed offsets every 100 ms (kafkajs commits " +
+      "about once a second, so short runs carry up to a second of error). Latency percentiles do not apply to a drain.",
+    "",
+    "## 6. Peak memory (RSS)",
+    "",
+    "| process | peak RSS sampled (MB) | VmHWM (MB) |",
+    "|---|--:|--:|",
+    ...r.rss.map((e) => `| ${e.name} | ${n0(e.maxRssMb)} | ${n0(e.hwmMb)} |`),
+    "",
+    "Peak RSS of the service by scenario (sampled every 200 ms from /proc/<pid>/status):",
+    "",
+    "| phase | MB |",
+    "|---|--:|",
+    ...(service?.byPhase ?? []).map((p) => `| ${p.phase} | ${n0(p.mb)} |`),
+    "",
+    "## Profile: where the CPU goes",
+    "",
+    "Service process CPU during each measured run (cores, from /proc/<pid>/stat):",
+    "",
+    "| run | service CPU (cores of 2) |",
+    "|---|--:|",
+    ...r.serviceCpu.map((c) => `| ${c.label} | ${n2(c.cores)} |`),
+    "",
+    "`top` in the middle of each measured run (2 s sample; %CPU summed per command, 100% = one core):",
+    "",
+    "| run | machine | top commands by %CPU |",
+    "|---|---|---|",
+    ...r.profiles.map((p) =>
+      `| ${p.label} | ${p.summary.replace(/\|/g, "/")} | ${
+        p.byCommand.map((c) => `${c.command} ${c.cpu}%`).join(", ")
+      } |`
+    ),
+    "",
+    "### V8 CPU profile of the service",
+    "",
+    "Taken through the service's inspector (`--inspect`, Profiler domain, 200 µs sampling) during extra wrk runs " +
+      "after the measured ones, so the profiler does not touch the figures above. Self time, idle excluded.",
+    "",
+    ...r.cpuProfiles.flatMap((p) => [
+      `**${p.label}** (${n2(p.seconds)} s, ${n0(p.samples)} samples)`,
+      "",
+      `By package: ${p.packages.map((k) => `${k.name} ${k.percent}%`).join(", ")}`,
+      "",
+      "| self % | function | where |",
+      "|--:|---|---|",
+      ...p.functions.map((fn) => `| ${fn.percent} | \`${fn.name.replace(/\|/g, "/")}\` | ${fn.where} |`),
+      "",
+    ]),
+  );
+  if (missed.length > 0) {
+    lines.push(
+      "## Targets missed: by how much",
+      "",
+      ...missed.map((t) => `- ${t.scenario}: ${t.miss}.`),
+      "",
+      ANALYSIS_HEADING,
+      "",
+    );
+    if (analysis) {
+      lines.push(analysis, "");
+      return lines.join("\n");
+    }
+    lines.push(
+      "> **PLACEHOLDER — for the lead to fill.** Explain, for each missed target above, what limits it, using the",
+      "> profile tables (CPU split between postgres, deno and java per run; service CPU in cores) and the",
+      "> baselines (pgbench shows what PostgreSQL alone does on this machine). This paragraph is written by the",
+      "> bench until replaced: edit it here, and later runs of the bench keep your text (and drop this marker).",
+      "",
+    );
+  }
+  return lines.join("\n");
+}
