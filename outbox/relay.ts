@@ -40,6 +40,7 @@ export interface RelayOptions {
     | "KAFKA_TOPIC"
     | "RELAY_BATCH_SIZE"
     | "RELAY_SWEEP_MS"
+    | "RELAY_LINGER_MS"
     | "RELAY_MAX_ATTEMPTS"
     | "RELAY_RETENTION_HOURS"
   >;
@@ -196,6 +197,9 @@ export function startRelay(options: RelayOptions): RunningRelay {
         await maintenance();
         if (handled >= config.RELAY_BATCH_SIZE) continue; // backlog: go again at once
         if (handled === 0) { for (const resolve of idleWaiters.splice(0)) resolve(); }
+        // Under a steady stream, let rows gather for a moment so each cycle (5 statements, a commit and a
+        // Kafka request) carries many of them; an idle relay still reacts at once to its first wake-up.
+        else await new Promise((resolve) => setTimeout(resolve, config.RELAY_LINGER_MS));
         await sleep(config.RELAY_SWEEP_MS);
       } catch (error) {
         log.warn("relay cycle failed; backing off", { error, backoffMs: backoff });

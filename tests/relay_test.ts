@@ -51,7 +51,7 @@ async function insertBacklog(sql: Sql, wallets: number, perWallet: number): Prom
 
 async function sentCount(sql: Sql, eventIds: string[]): Promise<number> {
   const [row] = await sql<{ n: number }[]>`
-    SELECT count(*)::int AS n FROM outbox WHERE event_id = ANY(${eventIds}::uuid[]) AND sent_at IS NOT NULL`;
+    SELECT count(*)::int AS n FROM outbox_sent WHERE event_id = ANY(${eventIds}::uuid[])`;
   return row.n;
 }
 

@@ -60,7 +60,10 @@ export function createTokenService(
         if (typeof payload.sub !== "string" || typeof walletId !== "string" || !UUID.test(walletId)) {
           return null;
         }
-        return { customerXid: payload.sub, walletId };
+        const subject = { customerXid: payload.sub, walletId };
+        if (verified.size >= VERIFIED_CACHE_SIZE) verified.delete(verified.keys().next().value!); // oldest first
+        verified.set(token, { subject, exp: payload.exp! });
+        return subject;
       } catch {
         return null;
       }

@@ -1,6 +1,6 @@
 /**
- * The outbox SQL used by the relay: claim shards, read unsent rows, mark them sent, set aside rows that keep
- * failing, clean up after the retention, and measure the backlog.
+ * The outbox SQL used by the relay: claim shards, read unsent rows, move sent ones to `outbox_sent`, set
+ * aside rows that keep failing, clean up after the retention, and measure the backlog.
  */
 import type { Sql, TransactionSql } from "./client.ts";
 import { OUTBOX_SHARDS } from "./wallet_repository.ts";
@@ -39,10 +39,14 @@ export async function readUnsent(tx: TransactionSql, shards: number[], limit: nu
     ORDER BY id LIMIT ${limit}`;
 }
 
-/** Mark rows sent once the broker acknowledged them. */
+/** Move rows out of the outbox once the broker acknowledged them; a copy is kept for the retention. */
 export async function markSent(tx: TransactionSql, ids: string[]): Promise<void> {
   if (ids.length === 0) return;
-  await tx`UPDATE outbox SET sent_at = now() WHERE id = ANY(${ids}::bigint[])`;
+  await tx`
+    WITH sent AS (DELETE FROM outbox WHERE id = ANY(${ids}::bigint[])
+      RETURNING id, event_id, wallet_id, wallet_version, event_type, payload, created_at)
+    INSERT INTO outbox_sent (id, event_id, wallet_id, wallet_version, event_type, payload, created_at)
+    SELECT id, event_id, wallet_id, wallet_version, event_type, payload, created_at FROM sent`;
 }
 
 /** Count a failed attempt; rows at `maxAttempts` move to the dead-letter table. Returns how many moved. */
@@ -72,8 +76,8 @@ export async function recordFailure(
 /** Delete sent rows older than the retention, a bounded number at a time. Returns how many were deleted. */
 export async function deleteSentBefore(sql: Sql, cutoff: Date, limit = 10_000): Promise<number> {
   const result = await sql`
-    DELETE FROM outbox WHERE id IN (
-      SELECT id FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ${cutoff} LIMIT ${limit})`;
+    DELETE FROM outbox_sent WHERE ctid = ANY(ARRAY(
+      SELECT ctid FROM outbox_sent WHERE sent_at < ${cutoff} LIMIT ${limit}))`;
   return result.count;
 }
 

@@ -16,6 +16,7 @@ export const MAX_BODY_BYTES = 1024 * 1024;
 const JSON_TYPE = "application/json";
 const FORM_TYPES = ["multipart/form-data", "application/x-www-form-urlencoded"];
 const ACCEPTED = [...FORM_TYPES, JSON_TYPE];
+const decoder = new TextDecoder("utf-8", { fatal: true }); // invalid UTF-8 is a broken body (400)
 
 /** The media type without parameters, lower-cased. */
 function mediaType(c: Context): string {
@@ -70,8 +71,18 @@ async function checkBody(c: Context, schema: z.ZodType): Promise<Response | unde
     return fail(c, 415, `Unsupported Content-Type: send ${ACCEPTED.join(", ")}.`);
   }
   try {
-    if (type === JSON_TYPE) await c.req.json();
-    else await c.req.formData();
+    // Parsed here once and left in Hono's body cache, where the validators read it. JSON and urlencoded are
+    // parsed directly (several times cheaper than going through Response.formData()).
+    if (type === JSON_TYPE) {
+      c.req.bodyCache.json = Promise.resolve(JSON.parse(decoder.decode(body)));
+    } else if (type === "application/x-www-form-urlencoded") {
+      const form = new FormData();
+      for (const [key, value] of new URLSearchParams(decoder.decode(body))) form.append(key, value);
+      // Hono keeps promises in its body cache (its type says otherwise).
+      c.req.bodyCache.formData = Promise.resolve(form) as unknown as FormData;
+    } else {
+      await c.req.formData();
+    }
   } catch {
     return fail(c, 400, `Request body is not valid ${type === JSON_TYPE ? "JSON" : "form data"}.`);
   }

@@ -120,7 +120,8 @@ export async function countWrites(
 ): Promise<{ transactions: number; outbox: number }> {
   const [row] = await sql<{ transactions: number; outbox: number }[]>`
     SELECT (SELECT count(*)::int FROM wallet_transactions WHERE wallet_id = ${walletId}) AS transactions,
-           (SELECT count(*)::int FROM outbox WHERE wallet_id = ${walletId}) AS outbox`;
+           (SELECT count(*)::int FROM outbox WHERE wallet_id = ${walletId})
+             + (SELECT count(*)::int FROM outbox_sent WHERE wallet_id = ${walletId}) AS outbox`;
   return row;
 }
 
