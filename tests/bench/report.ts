@@ -279,13 +279,14 @@ export function writeReport(r: BenchReport, analysis: string | null = null): str
     `| **visibility delay p50 / p99 / max (ms)** | ${n2(f.delayP50)} / **${n2(f.delayP99)}** / ${
       n2(f.delayMax)
     } |`,
-    `| delays measured | ${n0(f.delays)} |`,
+    `| delays measured (every ${n0(f.sampleEvery)}th deposit is followed) | ${n0(f.delays)} |`,
     `| deposits never seen by GET (errors) | ${n0(f.unresolved)} |`,
     `| GET polls (errors) | ${n0(f.polls)} (${n0(f.pollErrors)}) |`,
     "",
     `The delay runs from the 201 arriving to the first GET response that shows the new balance; GET polls every ` +
       `${f.pollMs} ms at first, backing off to 50 ms, so each delay is an upper bound within one poll interval plus one GET round trip. Deposits go ` +
-      "to each wallet in turn, so a wallet's deposits do not overlap.",
+      "to each wallet in turn, so a wallet's deposits do not overlap. Only a sample of the deposits is followed " +
+      "by polls, so the reads do not turn into a load of their own; every deposit counts towards the write rate.",
     "",
     `## 5. Relay drain and consumer apply rate (${n0(r.drain.backlog)}-row backlog)`,
     "",
