@@ -14,7 +14,10 @@ import { createKafka } from "./kafka.ts";
 import type { PipelineMetrics } from "./metrics.ts";
 
 export interface ConsumerOptions {
-  config: Pick<Config, "KAFKA_BROKERS" | "KAFKA_CLIENT_ID" | "KAFKA_TOPIC" | "KAFKA_CONSUMER_GROUP">;
+  config: Pick<
+    Config,
+    "KAFKA_BROKERS" | "KAFKA_CLIENT_ID" | "KAFKA_TOPIC" | "KAFKA_CONSUMER_GROUP" | "KAFKA_TOPIC_PARTITIONS"
+  >;
   cache: BalanceCache;
   log: Logger;
   metrics: PipelineMetrics;
@@ -84,7 +87,7 @@ export function startConsumer(options: ConsumerOptions): RunningConsumer {
         sessionTimeout: 10_000,
         heartbeatInterval: 1000,
         // A fetch returns once 64 KiB are there or after 20 ms: few, full fetches under load, fresh when quiet.
-        minBytes: 64 * 1024,
+        minBytes: 1,
         maxWaitTimeInMs: 20,
         retry: { retries: 5 },
       });
@@ -99,6 +102,9 @@ export function startConsumer(options: ConsumerOptions): RunningConsumer {
           });
         });
         await fresh.run({
+          // Partitions are applied side by side (each wallet lives in one partition, so per-wallet order
+          // holds); one after the other, a busy partition adds its processing time to every other's delay.
+          partitionsConsumedConcurrently: config.KAFKA_TOPIC_PARTITIONS,
           autoCommit: true,
           autoCommitInterval: 1000,
           eachBatchAutoResolve: false,

@@ -43,6 +43,8 @@ export class PipelineMetrics {
   cacheApplied = 0;
   cacheStale = 0;
   malformed = 0;
+  /** Milliseconds from an outbox row's insert to the broker's acknowledgement. */
+  readonly insertToPublishMs = new SampleWindow();
   /** Milliseconds from an event's occurrence to its cache write. */
   readonly eventToCacheMs = new SampleWindow();
   readonly #publishTimes: Array<{ at: number; count: number }> = [];
@@ -73,6 +75,10 @@ export class PipelineMetrics {
       cacheApplied: this.cacheApplied,
       cacheStale: this.cacheStale,
       malformed: this.malformed,
+      insertToPublishMs: {
+        p50: this.insertToPublishMs.percentile(50),
+        p99: this.insertToPublishMs.percentile(99),
+      },
       eventToCacheMs: {
         p50: this.eventToCacheMs.percentile(50),
         p99: this.eventToCacheMs.percentile(99),

@@ -121,8 +121,10 @@ export function startRelay(options: RelayOptions): RunningRelay {
       if (rows.length === 0) return 0;
       try {
         await kafkaProducer.send({ topic: config.KAFKA_TOPIC, acks: -1, messages: rows.map(toMessage) });
+        const ackedAt = Date.now();
         await markSent(tx, rows.map((r) => r.id));
         metrics.recordPublished(rows.length);
+        for (const row of rows) metrics.insertToPublishMs.add(ackedAt - row.createdAt.getTime());
         return rows.length;
       } catch (error) {
         metrics.publishFailures++;

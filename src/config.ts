@@ -82,6 +82,8 @@ const configSchema = z.object({
     .default(3000),
   WRITE_BATCH_CONCURRENCY: positiveInt("WRITE_BATCH_CONCURRENCY").max(100).default(2),
   WRITE_BATCH_MAX: positiveInt("WRITE_BATCH_MAX").max(10000).default(500),
+  METRICS_LOG_INTERVAL_MS: z.coerce.number({ error: "METRICS_LOG_INTERVAL_MS must be a whole number" }).int()
+    .min(0).default(60_000),
   RELAY_BATCH_SIZE: positiveInt("RELAY_BATCH_SIZE").max(10000).default(1000),
   RELAY_LINGER_MS: z.coerce.number({ error: "RELAY_LINGER_MS must be a whole number" }).int().min(0).max(1000)
     .default(5),

@@ -15,6 +15,7 @@ export interface OutboxRow {
   walletVersion: string;
   payload: string;
   attempts: number;
+  createdAt: Date;
 }
 
 /**
@@ -33,7 +34,7 @@ export async function readUnsent(tx: TransactionSql, shards: number[], limit: nu
   const all = shards.length === OUTBOX_SHARDS;
   return await tx<OutboxRow[]>`
     SELECT id, event_id AS "eventId", wallet_id AS "walletId", wallet_version AS "walletVersion",
-      payload::text AS payload, attempts
+      payload::text AS payload, attempts, created_at AS "createdAt"
     FROM outbox
     WHERE sent_at IS NULL ${all ? tx`` : tx`AND shard = ANY(${shards}::int[])`}
     ORDER BY id LIMIT ${limit}`;
