@@ -467,7 +467,31 @@ async function waitForDrain(sql: postgres.Sql, timeoutMs: number) {
     n = await unsent(sql);
   }
   if (n > 0) log(`warning: ${n} outbox rows still unsent after ${timeoutMs / 1000}s`);
-  await sleep(smoke ? 200 : 1000); // let the consumer apply the last events
+  // The next scenario must not start while the service's consumer still works through the previous one's
+  // events (a hot-wallet run leaves tens of thousands on one partition): wait until its group has no lag.
+  const kafka = new Kafka({
+    clientId: `bench-lag-${runId}`,
+    brokers: ["127.0.0.1:9092"],
+    logLevel: logLevel.NOTHING,
+  });
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    let lag = Infinity;
+    while (Date.now() < deadline) {
+      const high = await admin.fetchTopicOffsets(TOPIC);
+      const [committed] = await admin.fetchOffsets({ groupId: `bench-${runId}`, topics: [TOPIC] });
+      lag = high.reduce((sum, p) => {
+        const done = Number(committed?.partitions.find((c) => c.partition === p.partition)?.offset ?? 0);
+        return sum + Number(p.high) - Math.max(0, done);
+      }, 0);
+      if (lag <= 0) break;
+      await sleep(250);
+    }
+    if (lag > 0) log(`warning: the service's consumer is still ${lag} events behind`);
+  } finally {
+    await admin.disconnect();
+  }
 }
 
 async function drainScenario(sql: postgres.Sql, brokers: string[]): Promise<DrainResult> {
