@@ -234,6 +234,8 @@ async function main(): Promise<BenchReport> {
   }
   const config = parseConfig({ ...serviceEnv(), KAFKA_TOPIC_PARTITIONS: "6" });
   await ensureServices(config, { log: (l) => log(l) });
+  // Entries left by an earlier run (same deterministic wallet ids, higher versions) would shadow this one's.
+  await flushBenchRedis();
   await ensureTopics({
     brokers: config.KAFKA_BROKERS,
     clientId: config.KAFKA_CLIENT_ID,
@@ -435,6 +437,12 @@ async function main(): Promise<BenchReport> {
 }
 
 /** POST /api/v1/init for bench-1..N (the wallets exist and are enabled already), 32 at a time. */
+async function flushBenchRedis() {
+  const out = await new Deno.Command("redis-cli", { args: ["-u", REDIS_URL, "FLUSHDB"], stdout: "null" })
+    .output();
+  if (!out.success) throw new Error(`cannot flush ${REDIS_URL}`);
+}
+
 async function initTokens(count: number): Promise<string[]> {
   const tokens = new Array<string>(count);
   let next = 0;
