@@ -121,17 +121,18 @@ export function startRelay(options: RelayOptions): RunningRelay {
       if (rows.length === 0) return 0;
       try {
         await kafkaProducer.send({ topic: config.KAFKA_TOPIC, acks: -1, messages: rows.map(toMessage) });
-        const ackedAt = Date.now();
-        await markSent(tx, rows.map((r) => r.id));
-        metrics.recordPublished(rows.length);
-        for (const row of rows) metrics.insertToPublishMs.add(ackedAt - row.createdAt.getTime());
-        return rows.length;
       } catch (error) {
         metrics.publishFailures++;
         if (isTransientKafkaError(error)) throw error; // nothing marked: the rows wait for Kafka
         log.warn("batch refused by Kafka; publishing row by row to isolate the bad rows", { error });
         return await publishRowByRow(tx, kafkaProducer, rows);
       }
+      // A database error from here on rolls back: the rows stay unsent and go again (a harmless duplicate).
+      const ackedAt = Date.now();
+      await markSent(tx, rows.map((r) => r.id));
+      metrics.recordPublished(rows.length);
+      for (const row of rows) metrics.insertToPublishMs.add(ackedAt - row.createdAt.getTime());
+      return rows.length;
     });
   }
 
