@@ -235,21 +235,25 @@ export function serverProperties(
   ].join("\n");
 }
 
-/** Format the data folder once (`-g` skips a folder that is already formatted). */
-async function formatStorage(paths: ReturnType<typeof kafkaPaths>): Promise<void> {
-  if (exists(`${paths.data}/meta.properties`)) return;
-  const result = await runCommand("java", [
+/** `java` arguments that format a single-node KRaft storage folder (broker and controller in one). */
+export function storageFormatArgs(paths: ReturnType<typeof kafkaPaths>, clusterId: string): string[] {
+  return [
     "-cp",
     `${paths.libs}/*`,
     "kafka.tools.StorageTool",
     "format",
     "--standalone",
     "--cluster-id",
-    CLUSTER_ID,
+    clusterId,
     "--config",
     paths.properties,
-    "-g",
-  ]);
+  ];
+}
+
+/** Format the data folder once (`-g` skips a folder that is already formatted). */
+async function formatStorage(paths: ReturnType<typeof kafkaPaths>): Promise<void> {
+  if (exists(`${paths.data}/meta.properties`)) return;
+  const result = await runCommand("java", [...storageFormatArgs(paths, CLUSTER_ID), "-g"]);
   if (result.code !== 0) {
     throw new Error(`Cannot format Kafka storage in ${paths.data}:\n${tailText(result.output, 20)}`);
   }

@@ -3,7 +3,12 @@
  * the shared local installation (symlinked, nothing downloaded). Only ever stopped by the pid we started;
  * the shared broker is never touched.
  */
-import { isKafkaReachable, kafkaPaths, serverProperties } from "../../src/ops/kafka_local.ts";
+import {
+  isKafkaReachable,
+  kafkaPaths,
+  serverProperties,
+  storageFormatArgs,
+} from "../../src/ops/kafka_local.ts";
 import { exists, isPidAlive } from "../../src/ops/local_process.ts";
 import { waitUntil } from "./topic.ts";
 
@@ -53,17 +58,7 @@ export async function startPrivateBroker(): Promise<PrivateBroker> {
   let controllerPort = freePort();
   while (controllerPort === port) controllerPort = freePort();
   await Deno.writeTextFile(paths.properties, serverProperties({ port, controllerPort, dataDir: paths.data }));
-  await run("java", [
-    "-cp",
-    `${paths.libs}/*`,
-    "kafka.tools.StorageTool",
-    "format",
-    "--standalone",
-    "--cluster-id",
-    randomClusterId(),
-    "--config",
-    paths.properties,
-  ]);
+  await run("java", storageFormatArgs(paths, randomClusterId()));
   const brokers = [`127.0.0.1:${port}`];
   let child: Deno.ChildProcess | null = null;
 
