@@ -66,8 +66,11 @@ export function startConsumer(options: ConsumerOptions): RunningConsumer {
   const stopped = new Promise<void>((resolve) => signalStop = resolve);
 
   async function setAside(messages: KafkaMessage[], partition: number) {
-    dlqProducer ??= kafka.producer({ allowAutoTopicCreation: false });
-    await dlqProducer.connect();
+    if (!dlqProducer) {
+      const producer = kafka.producer({ allowAutoTopicCreation: false });
+      await producer.connect();
+      dlqProducer = producer;
+    }
     await dlqProducer.send({
       topic: deadLetterTopic,
       acks: -1,
@@ -86,7 +89,7 @@ export function startConsumer(options: ConsumerOptions): RunningConsumer {
         groupId: config.KAFKA_CONSUMER_GROUP,
         sessionTimeout: 10_000,
         heartbeatInterval: 1000,
-        // A fetch returns once 64 KiB are there or after 20 ms: few, full fetches under load, fresh when quiet.
+        // Fresh over frugal: a fetch returns as soon as there is data, and a quiet topic is asked every 20 ms.
         minBytes: 1,
         maxWaitTimeInMs: 20,
         retry: { retries: 5 },
