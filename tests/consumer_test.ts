@@ -218,6 +218,34 @@ describe("balance cache consumer", () => {
     }
   });
 
+  it("applies the events of a wallet whose id is not an RFC 9562 UUID (an imported wallet)", async () => {
+    const topic = await createTestTopic(brokers, { label: "imported-id" });
+    const pipeline = createPipeline({ topic });
+    try {
+      pipeline.startRelay();
+      const consumer = pipeline.startConsumer();
+      // An md5 turned into a uuid, as a migration from another system may have made: PostgreSQL takes it,
+      // but its version and variant bits are not those of any RFC 9562 UUID.
+      const xid = `imported-${crypto.randomUUID()}`;
+      const [{ id: walletId }] = await pipeline.sql<{ id: string }[]>`
+        INSERT INTO wallets (id, customer_xid) VALUES (md5(${xid})::uuid, ${xid}) RETURNING id`;
+      assert.doesNotMatch(walletId, /^.{14}[1-8].{4}[89ab]/, "the id is outside RFC 9562");
+      const { token } = await initCustomer(pipeline.app, xid);
+      assert.equal((await call(pipeline.app, "POST", "/api/v1/wallet", { token })).status, 201);
+      const deposit = await call(pipeline.app, "POST", "/api/v1/wallet/deposits", {
+        token,
+        body: { amount: 25, reference_id: "imported-1" },
+      });
+      assert.equal(deposit.status, 201);
+      await cacheConverged(pipeline, [walletId]);
+      assert.equal((await pipeline.cache.get(walletId))?.balance, "25");
+      await waitUntil(() => consumer.metrics.cacheApplied >= 1, { message: "the deposit event applied" });
+      assert.equal(consumer.metrics.malformed, 0);
+    } finally {
+      await pipeline.close();
+    }
+  });
+
   it("shows enable and disable at once, with no consumer running", async () => {
     const topic = await createTestTopic(brokers, { label: "status" });
     const pipeline = createPipeline({ topic }); // no relay, no consumer
