@@ -3,6 +3,7 @@ import postgres from "postgres";
 
 export type Sql = postgres.Sql;
 export type TransactionSql = postgres.TransactionSql;
+export type ReservedSql = postgres.ReservedSql;
 
 /** Open a pool; connections are made lazily, on first use. bigint columns arrive as strings (never Number). */
 export function createSql(
@@ -17,4 +18,41 @@ export function createSql(
     connect_timeout: 5,
     connection: { application_name: options.applicationName ?? "mini-wallet" },
   });
+}
+
+/** A statement that has not been sent yet (postgres.js queries are lazy until awaited or executed). */
+export interface UnsentStatement {
+  execute(): Promise<unknown>;
+}
+
+/**
+ * A read-decide-write transaction in two round trips instead of five (BEGIN, reads, write, COMMIT each
+ * waiting for the one before). postgres.js pipelines the statements issued on one reserved connection, so
+ * BEGIN leaves together with the reads, and the writes together with COMMIT. Row locks taken by the reads
+ * are therefore held for two round trips plus the decision.
+ *
+ * - `read` must issue its statements at once (no await between them); they run in the order issued.
+ * - `write` decides from what was read and returns its statements unsent, so they are certain to be sent
+ *   before COMMIT. If one fails, the transaction is aborted, PostgreSQL answers the COMMIT behind it with a
+ *   rollback, and the statement's error is thrown: nothing of the transaction is kept.
+ */
+export async function pipelinedTransaction<R, T>(
+  sql: Sql,
+  read: (tx: ReservedSql) => Promise<R>,
+  write: (read: R, tx: ReservedSql) => { result: T; statements: UnsentStatement[] },
+): Promise<T> {
+  const tx = await sql.reserve();
+  try {
+    const begun = tx`BEGIN`.execute();
+    const [, readResult] = await Promise.all([begun, read(tx)]);
+    const { result, statements } = write(readResult, tx);
+    await Promise.all([...statements.map((statement) => statement.execute()), tx`COMMIT`.execute()]);
+    return result;
+  } catch (error) {
+    // Ends the transaction if it is still open; after COMMIT (even a failed one) this is a harmless no-op.
+    await tx`ROLLBACK`.catch(() => {});
+    throw error;
+  } finally {
+    tx.release();
+  }
 }

@@ -2,7 +2,7 @@
  * All wallet SQL in one place. Each function is one statement; transactions are opened by the wallet
  * service, which holds the wallet row lock for as few round trips as possible.
  */
-import type { Sql, TransactionSql } from "./client.ts";
+import type { ReservedSql, Sql, TransactionSql, UnsentStatement } from "./client.ts";
 import type { OutboxEntry, Wallet, WalletTransaction } from "../wallet/wallet_rules.ts";
 
 /** Number of outbox shards; relays lock shards, so this bounds how many relays can work side by side. */
@@ -13,7 +13,7 @@ export function outboxShard(walletId: string): number {
   return parseInt(walletId.slice(0, 4), 16) % OUTBOX_SHARDS;
 }
 
-type Queryable = Sql | TransactionSql;
+type Queryable = Sql | TransactionSql | ReservedSql;
 
 interface WalletRow {
   id: string;
@@ -87,7 +87,10 @@ export async function lockWallet(tx: TransactionSql, walletId: string): Promise<
  * Lock wallet rows for the rest of the transaction and read them. Rows are locked in id order, so batches
  * locking overlapping sets of wallets cannot deadlock.
  */
-export async function lockWallets(tx: TransactionSql, walletIds: string[]): Promise<Map<string, Wallet>> {
+export async function lockWallets(
+  tx: TransactionSql | ReservedSql,
+  walletIds: string[],
+): Promise<Map<string, Wallet>> {
   const rows = await tx<WalletRow[]>`
     SELECT id, customer_xid, status, balance, version, enabled_at, disabled_at
     FROM wallets WHERE id = ANY(${walletIds}::uuid[]) ORDER BY id FOR UPDATE`;
@@ -122,21 +125,25 @@ export interface WalletChange {
 }
 
 /** Write one wallet's decided change (see writeWalletChanges). */
-export function writeWalletChange(tx: TransactionSql, change: WalletChange): Promise<void> {
-  return writeWalletChanges(tx, [change]);
+export async function writeWalletChange(tx: TransactionSql, change: WalletChange): Promise<void> {
+  await writeWalletChanges(tx, [change])?.execute();
 }
 
 /**
  * Write decided changes of any number of wallets in ONE statement: the wallets' new state, their new
  * transactions and their outbox rows. Called inside the transaction that holds the wallet locks, so it is one
- * round trip under the locks whatever the batch size.
+ * round trip under the locks whatever the batch size. Returned unsent (null when there is nothing to write),
+ * so the caller can pipeline it with COMMIT.
  */
-export async function writeWalletChanges(tx: TransactionSql, changes: WalletChange[]): Promise<void> {
-  if (changes.length === 0) return;
+export function writeWalletChanges(
+  tx: TransactionSql | ReservedSql,
+  changes: WalletChange[],
+): UnsentStatement | null {
+  if (changes.length === 0) return null;
   const wallets = changes.map((c) => c.wallet);
   const txs = changes.flatMap((c) => c.transactions);
   const outbox = changes.flatMap((c) => c.outbox);
-  await tx`
+  return tx`
     WITH updated AS (
       UPDATE wallets SET status = w.status, balance = w.balance, version = w.version,
         enabled_at = w.enabled_at, disabled_at = w.disabled_at, updated_at = now()

@@ -2,7 +2,7 @@
  * The wallet use cases: each runs the wallet rules against the wallet as locked in PostgreSQL and persists
  * the decision, its ledger rows and its outbox rows in one transaction. Knows nothing of HTTP.
  */
-import type { Sql } from "../db/client.ts";
+import { pipelinedTransaction, type Sql } from "../db/client.ts";
 import {
   findTransactionsByReference,
   findWallet,
@@ -134,56 +134,62 @@ export class WalletService {
   }
 
   /**
-   * One transaction for a batch of requests on any number of wallets: lock the wallets, read the reference
-   * ids already used, decide with the wallet rules, write everything in one statement, commit.
+   * One transaction for a batch of requests on any number of wallets, in two round trips: BEGIN, the locks
+   * (wallets in id order) and the reference ids already used go out together; the wallet rules decide; the
+   * one write statement and COMMIT go out together.
    */
   async #runMoneyBatch(
     entries: Array<{ key: string; item: MoneyRequest }>,
   ): Promise<Array<MoneyOutcome | Error>> {
+    const groups = new Map<string, { positions: number[]; requests: MoneyRequest[] }>();
+    entries.forEach(({ key, item }, position) => {
+      let group = groups.get(key);
+      if (!group) groups.set(key, group = { positions: [], requests: [] });
+      group.positions.push(position);
+      group.requests.push(item);
+    });
     try {
-      const outcomes = await this.#sql.begin(async (tx) => {
-        const groups = new Map<string, { positions: number[]; requests: MoneyRequest[] }>();
-        entries.forEach(({ key, item }, position) => {
-          let group = groups.get(key);
-          if (!group) groups.set(key, group = { positions: [], requests: [] });
-          group.positions.push(position);
-          group.requests.push(item);
-        });
-        const locked = await lockWallets(tx, [...groups.keys()]);
-        const recorded = await findTransactionsByReference(
-          tx,
-          entries.filter(({ key }) => locked.get(key)?.status === "enabled")
-            .map(({ key, item }) => ({ walletId: key, referenceId: item.referenceId })),
-        );
-        const now = new Date();
-        const results: MoneyOutcome[] = new Array(entries.length);
-        const changes: WalletChange[] = [];
-        for (const [walletId, group] of groups) {
-          const wallet = locked.get(walletId);
-          if (!wallet) {
-            for (const position of group.positions) {
-              results[position] = { kind: "refused", refusal: "wallet_not_found" };
+      const outcomes = await pipelinedTransaction(
+        this.#sql,
+        (tx) =>
+          Promise.all([
+            lockWallets(tx, [...groups.keys()]),
+            findTransactionsByReference(
+              tx,
+              entries.map(({ key, item }) => ({ walletId: key, referenceId: item.referenceId })),
+            ),
+          ]),
+        ([locked, recorded], tx) => {
+          const now = new Date();
+          const results: MoneyOutcome[] = new Array(entries.length);
+          const changes: WalletChange[] = [];
+          for (const [walletId, group] of groups) {
+            const wallet = locked.get(walletId);
+            if (!wallet) {
+              for (const position of group.positions) {
+                results[position] = { kind: "refused", refusal: "wallet_not_found" };
+              }
+              continue;
             }
-            continue;
+            const decision = decideMoneyRequests(
+              wallet,
+              group.requests,
+              recorded.get(walletId) ?? new Map(),
+              now,
+            );
+            decision.outcomes.forEach((outcome, i) => results[group.positions[i]] = outcome);
+            if (decision.newTransactions.length > 0) {
+              changes.push({
+                wallet: decision.wallet,
+                transactions: decision.newTransactions,
+                outbox: decision.outbox,
+              });
+            }
           }
-          const decision = decideMoneyRequests(
-            wallet,
-            group.requests,
-            recorded.get(walletId) ?? new Map(),
-            now,
-          );
-          decision.outcomes.forEach((outcome, i) => results[group.positions[i]] = outcome);
-          if (decision.newTransactions.length > 0) {
-            changes.push({
-              wallet: decision.wallet,
-              transactions: decision.newTransactions,
-              outbox: decision.outbox,
-            });
-          }
-        }
-        await writeWalletChanges(tx, changes);
-        return results;
-      });
+          const write = writeWalletChanges(tx, changes);
+          return { result: results, statements: write ? [write] : [] };
+        },
+      );
       if (outcomes.some((o) => o.kind === "created")) this.#onOutboxWritten();
       return outcomes;
     } catch (error) {

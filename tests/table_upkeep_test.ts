@@ -1,0 +1,95 @@
+/**
+ * Table upkeep on the real PostgreSQL (autovacuum may be off, as it is on our CI machine): tables changed
+ * enough since their last ANALYZE are analyzed, and the outbox, a queue, is vacuumed once enough deleted rows
+ * have piled up.
+ */
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { createSql, type ReservedSql, type Sql } from "../src/db/client.ts";
+import { analyzeStaleTables, vacuumOutboxIfBloated } from "../src/db/table_upkeep.ts";
+import { config } from "./support/harness.ts";
+
+const DEAD_ROWS = 500;
+
+/** Statistics of one table as PostgreSQL has them now. */
+async function tableStats(sql: Sql, table: string) {
+  const [row] = await sql<{ analyzes: number; modified: number; tuples: number }[]>`
+    SELECT s.analyze_count::int AS analyzes, s.n_mod_since_analyze::int AS modified, c.reltuples::float8 AS tuples
+    FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid WHERE s.relname = ${table}`;
+  return row;
+}
+
+/** Run statements on one connection, then make that backend publish its statistics at once. */
+async function withFlushedStats(sql: Sql, body: (connection: ReservedSql) => Promise<void>) {
+  const connection = await sql.reserve();
+  try {
+    await body(connection);
+    await connection`SELECT pg_stat_force_next_flush()`;
+    await connection`SELECT 1`; // the flush happens at the end of this transaction
+  } finally {
+    connection.release();
+  }
+}
+
+describe("table upkeep", () => {
+  it("analyzes a table changed past autovacuum's threshold since its last ANALYZE, and only then", async () => {
+    const sql = createSql(config.DATABASE_URL, { max: 2 });
+    try {
+      const before = await tableStats(sql, "wallets");
+      // autovacuum's rule: 50 + 10 % of the rows the statistics know of.
+      const inserts = 60 + Math.ceil(0.1 * Math.max(0, before.tuples)) - before.modified;
+      await withFlushedStats(sql, async (connection) => {
+        await connection`
+          INSERT INTO wallets (id, customer_xid)
+          SELECT gen_random_uuid(), 'upkeep-' || gen_random_uuid() FROM generate_series(1, ${inserts}::int)`;
+      });
+      assert.ok(await analyzeStaleTables(sql).then((t) => t.includes("wallets")), "wallets analyzed");
+      const after = await tableStats(sql, "wallets");
+      assert.equal(after.analyzes, before.analyzes + 1);
+      assert.equal(after.modified, 0);
+      assert.ok(after.tuples >= inserts, "the statistics now count the rows");
+      assert.equal(await analyzeStaleTables(sql).then((t) => t.includes("wallets")), false, "fresh now");
+      assert.equal((await tableStats(sql, "wallets")).analyzes, before.analyzes + 1);
+    } finally {
+      await sql.end();
+    }
+  });
+
+  it("vacuums the outbox only once enough deleted rows wait in it", async () => {
+    const sql = createSql(config.DATABASE_URL, { max: 2 });
+    try {
+      const deadRows = async () =>
+        Number(
+          (await sql`SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'outbox'::regclass`)[0]
+            .n_dead_tup,
+        );
+      const vacuums = async () =>
+        Number(
+          (await sql`SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'outbox'::regclass`)[0]
+            .vacuum_count,
+        );
+      // Rows inserted and deleted as the relay does once they are sent.
+      await withFlushedStats(sql, async (writer) => {
+        const walletId = crypto.randomUUID();
+        await writer`INSERT INTO wallets (id, customer_xid) VALUES (${walletId}, ${"vacuum-" + walletId})`;
+        await writer`
+          INSERT INTO outbox (event_id, wallet_id, shard, wallet_version, event_type, payload)
+          SELECT gen_random_uuid(), ${walletId}, 0, v, 'deposit.succeeded', '{}'
+          FROM generate_series(1, ${DEAD_ROWS}::int) v`;
+        await writer`DELETE FROM outbox WHERE wallet_id = ${walletId}`;
+      });
+      const dead = await deadRows();
+      assert.ok(dead >= DEAD_ROWS, `at least ${DEAD_ROWS} dead rows counted, got ${dead}`);
+
+      const before = await vacuums();
+      assert.equal(await vacuumOutboxIfBloated(sql, dead + 1), false, "fewer dead rows than the threshold");
+      assert.equal(await vacuums(), before);
+
+      assert.equal(await vacuumOutboxIfBloated(sql, DEAD_ROWS), true);
+      assert.equal(await vacuums(), before + 1);
+      assert.ok(await deadRows() < DEAD_ROWS, "the vacuum removed the dead rows");
+    } finally {
+      await sql.end();
+    }
+  });
+});
