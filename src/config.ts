@@ -80,6 +80,8 @@ const configSchema = z.object({
     "CACHE_FRESHNESS_MS must be at most 5000 (the contract's lag)",
   )
     .default(3000),
+  NEAR_CACHE_MAX_ENTRIES: z.coerce.number({ error: "NEAR_CACHE_MAX_ENTRIES must be a whole number" }).int()
+    .min(0).default(100_000),
   WRITE_BATCH_CONCURRENCY: positiveInt("WRITE_BATCH_CONCURRENCY").max(100).default(2),
   WRITE_BATCH_MAX: positiveInt("WRITE_BATCH_MAX").max(10000).default(500),
   METRICS_LOG_INTERVAL_MS: z.coerce.number({ error: "METRICS_LOG_INTERVAL_MS must be a whole number" }).int()

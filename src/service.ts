@@ -6,7 +6,9 @@ import type { Config } from "./config.ts";
 import type { Logger } from "./log.ts";
 import { createApp } from "./app.ts";
 import { createTokenService } from "./auth/tokens.ts";
-import { BalanceCache, createRedis } from "./cache/balance_cache.ts";
+import type { Redis } from "ioredis";
+import { BalanceCache, type CachedWallet, createRedis } from "./cache/balance_cache.ts";
+import { NearCache } from "./cache/near_cache.ts";
 import { createSql } from "./db/client.ts";
 import { WalletService } from "./wallet/wallet_service.ts";
 import { PipelineMetrics } from "../outbox/metrics.ts";
@@ -27,7 +29,18 @@ export function startService(config: Config, log: Logger): RunningService {
   const sql = createSql(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE });
   const redis = createRedis(config.REDIS_URL);
   redis.on("error", (error) => log.debug("redis connection error", { error }));
-  const cache = new BalanceCache(redis, { freshnessMs: config.CACHE_FRESHNESS_MS });
+  // API processes keep what they read in memory, told by Redis when it changes (see near_cache.ts).
+  let invalidations: Redis | null = null;
+  let near: NearCache<CachedWallet> | undefined;
+  if (roles.has("api") && config.NEAR_CACHE_MAX_ENTRIES > 0) {
+    invalidations = createRedis(config.REDIS_URL, { name: "mini-wallet-invalidations", subscriber: true });
+    invalidations.on("error", (error) => log.debug("redis connection error", { error }));
+    near = new NearCache(redis, invalidations, {
+      maxEntries: config.NEAR_CACHE_MAX_ENTRIES,
+      onError: (error) => log.warn("near cache not active; reading Redis", { error }),
+    });
+  }
+  const cache = new BalanceCache(redis, { freshnessMs: config.CACHE_FRESHNESS_MS, near });
   const metrics = new PipelineMetrics();
   const stops: Array<() => Promise<void>> = [];
 
@@ -81,6 +94,7 @@ export function startService(config: Config, log: Logger): RunningService {
         await stop().catch((error) => log.error("stop failed", { error }));
       }
       redis.disconnect();
+      invalidations?.disconnect();
       await sql.end({ timeout: 5 });
     },
   };

@@ -7,6 +7,7 @@
  * down or lagging), entries run out and readers fall back to PostgreSQL, so the contract's 5 s lag holds.
  */
 import { Redis } from "ioredis";
+import type { NearCache } from "./near_cache.ts";
 
 /** What the cache holds for a wallet: enough to answer GET /api/v1/wallet on its own. */
 export interface CachedWallet {
@@ -46,10 +47,17 @@ type CasRedis = Redis & {
   walletCompareAndSet(key: string, ...args: string[]): Promise<number>;
 };
 
-/** Open a Redis client that fails fast instead of queueing when Redis is down (readers fall back). */
-export function createRedis(redisUrl: string, options: { name?: string } = {}): Redis {
+/**
+ * Open a Redis client that fails fast instead of queueing when Redis is down (readers fall back). A
+ * `subscriber` connection is left to its owner to subscribe again after a reconnect (see NearCache).
+ */
+export function createRedis(redisUrl: string, options: { name?: string; subscriber?: boolean } = {}): Redis {
   return new Redis(redisUrl, {
     connectionName: options.name ?? "mini-wallet",
+    autoResubscribe: !options.subscriber,
+    // Redis sends tracking invalidations to a RESP3 connection as "invalidate" pushes, which ioredis drops;
+    // to a RESP2 subscriber they arrive as messages on __redis__:invalidate.
+    ...(options.subscriber ? { protocol: 2 as const } : {}),
     enableOfflineQueue: false,
     // Commands issued in the same tick share one socket write: under load, one syscall serves many reads.
     enableAutoPipelining: true,
@@ -65,7 +73,15 @@ export function createRedis(redisUrl: string, options: { name?: string } = {}): 
 export class BalanceCache {
   readonly #redis: CasRedis;
 
-  constructor(redis: Redis, private readonly options: { freshnessMs?: number; prefix?: string } = {}) {
+  constructor(
+    redis: Redis,
+    private readonly options: {
+      freshnessMs?: number;
+      prefix?: string;
+      /** Keeps read entries in memory, invalidated by Redis (API processes). */
+      near?: NearCache<CachedWallet>;
+    } = {},
+  ) {
     if (!("walletCompareAndSet" in redis)) {
       redis.defineCommand("walletCompareAndSet", { numberOfKeys: 1, lua: COMPARE_AND_SET });
     }
@@ -77,8 +93,21 @@ export class BalanceCache {
   }
 
   /** The cached wallet, or null on a miss. Throws when Redis is unreachable. */
-  async get(walletId: string): Promise<CachedWallet | null> {
-    const hash = await this.#redis.hgetall(this.#key(walletId));
+  get(walletId: string): Promise<CachedWallet | null> {
+    const key = this.#key(walletId);
+    const near = this.options.near;
+    if (!near) return this.#load(key);
+    const kept = near.get(key);
+    if (kept) return Promise.resolve(kept);
+    return near.read(key, () => this.#load(key), (entry) => entry.confirmedAt + this.#freshnessMs);
+  }
+
+  get #freshnessMs(): number {
+    return this.options.freshnessMs ?? DEFAULT_FRESHNESS_MS;
+  }
+
+  async #load(key: string): Promise<CachedWallet | null> {
+    const hash = await this.#redis.hgetall(key);
     if (!hash.version) return null;
     return {
       id: hash.id,
@@ -94,8 +123,12 @@ export class BalanceCache {
 
   /** Store the entry if it is newer than what is cached; true when it was stored. */
   async put(entry: CachedWallet): Promise<boolean> {
-    const stored = await this.#redis.walletCompareAndSet(this.#key(entry.id), ...this.#casArgs(entry));
-    return stored === 1;
+    const key = this.#key(entry.id);
+    try {
+      return await this.#redis.walletCompareAndSet(key, ...this.#casArgs(entry)) === 1;
+    } finally {
+      this.options.near?.forget(key); // read-your-writes here, before Redis's invalidation arrives
+    }
   }
 
   /** Compare-and-set many entries in one round trip; one boolean (stored or not newer) per entry. */
@@ -106,7 +139,9 @@ export class BalanceCache {
       exec(): Promise<Array<[Error | null, unknown]> | null>;
     };
     for (const entry of entries) pipeline.walletCompareAndSet(this.#key(entry.id), ...this.#casArgs(entry));
-    const results = await pipeline.exec();
+    const results = await pipeline.exec().finally(() => {
+      for (const entry of entries) this.options.near?.forget(this.#key(entry.id));
+    });
     if (!results) throw new Error("Redis pipeline was discarded");
     return results.map(([error, stored]) => {
       if (error) throw error;
@@ -124,12 +159,13 @@ export class BalanceCache {
       entry.disabledAt ?? "",
       entry.balance,
       String(entry.confirmedAt),
-      String(entry.confirmedAt + (this.options.freshnessMs ?? DEFAULT_FRESHNESS_MS)),
+      String(entry.confirmedAt + this.#freshnessMs),
     ];
   }
 
   /** Forget a wallet (used when a write-through could not be confirmed). */
   async evict(walletId: string): Promise<void> {
-    await this.#redis.del(this.#key(walletId));
+    const key = this.#key(walletId);
+    await this.#redis.del(key).finally(() => this.options.near?.forget(key));
   }
 }

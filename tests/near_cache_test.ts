@@ -1,0 +1,137 @@
+/**
+ * The near cache on the real Redis: a second read of a wallet is served from memory, a change made by
+ * another client (as the consumer in another process makes it) reaches it through Redis's invalidation, this
+ * process's own writes show at once, and when the invalidation connection is killed nothing stale is served.
+ */
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { BalanceCache, type CachedWallet, createRedis } from "../src/cache/balance_cache.ts";
+import { NearCache } from "../src/cache/near_cache.ts";
+import { config } from "./support/harness.ts";
+import { waitUntil } from "./support/topic.ts";
+
+function entry(overrides: Partial<CachedWallet> = {}): CachedWallet {
+  return {
+    id: crypto.randomUUID(),
+    customerXid: "near-cache",
+    status: "enabled",
+    enabledAt: new Date().toISOString(),
+    disabledAt: null,
+    balance: "10",
+    version: 2,
+    confirmedAt: Date.now(),
+    ...overrides,
+  };
+}
+
+/** A BalanceCache with a near cache, and a plain one standing for another process (e.g. the consumer). */
+async function setUp(freshnessMs = 60_000) {
+  const data = createRedis(config.REDIS_URL, { name: "near-cache-test" });
+  const invalidations = createRedis(config.REDIS_URL, { name: "near-cache-test-inv", subscriber: true });
+  const other = createRedis(config.REDIS_URL, { name: "near-cache-test-other" });
+  for (const r of [data, invalidations, other]) r.on("error", () => {});
+  const near = new NearCache<CachedWallet>(data, invalidations, { maxEntries: 1000 });
+  const cache = new BalanceCache(data, { freshnessMs, near });
+  const elsewhere = new BalanceCache(other, { freshnessMs });
+  await waitUntil(() => near.stats().active, { message: "near cache active" });
+  return {
+    near,
+    cache,
+    elsewhere,
+    other,
+    close() {
+      for (const r of [data, invalidations, other]) r.disconnect();
+    },
+  };
+}
+
+describe("near cache (Redis CLIENT TRACKING)", () => {
+  it("serves a second read from memory and drops it when another client changes the entry", async () => {
+    const t = await setUp();
+    try {
+      const wallet = entry();
+      assert.equal(await t.elsewhere.put(wallet), true);
+      assert.equal((await t.cache.get(wallet.id))?.balance, "10");
+      const before = t.near.stats();
+      assert.equal((await t.cache.get(wallet.id))?.balance, "10");
+      assert.equal(t.near.stats().hits, before.hits + 1, "the second read came from memory");
+
+      assert.equal(await t.elsewhere.put({ ...wallet, version: 3, balance: "25" }), true);
+      await waitUntil(async () => (await t.cache.get(wallet.id))?.balance === "25", {
+        message: "the other client's change reaches this reader",
+      });
+      assert.ok(t.near.stats().invalidations >= 1, "Redis sent an invalidation");
+    } finally {
+      t.close();
+    }
+  });
+
+  it("shows this process's own writes and evictions at once", async () => {
+    const t = await setUp();
+    try {
+      const wallet = entry();
+      await t.cache.put(wallet);
+      assert.equal((await t.cache.get(wallet.id))?.status, "enabled");
+      assert.equal((await t.cache.get(wallet.id))?.status, "enabled"); // now kept in memory
+      await t.cache.put({ ...wallet, version: 3, status: "disabled" });
+      assert.equal((await t.cache.get(wallet.id))?.status, "disabled");
+      await t.cache.evict(wallet.id);
+      assert.equal(await t.cache.get(wallet.id), null);
+    } finally {
+      t.close();
+    }
+  });
+
+  it("never serves an entry past its freshness", async () => {
+    const t = await setUp(300);
+    try {
+      const wallet = entry();
+      await t.cache.put(wallet);
+      assert.equal((await t.cache.get(wallet.id))?.balance, "10");
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      assert.equal(await t.cache.get(wallet.id), null);
+    } finally {
+      t.close();
+    }
+  });
+
+  it("serves nothing kept while its invalidation connection is down, and comes back after", async () => {
+    const t = await setUp();
+    try {
+      const wallet = entry();
+      await t.elsewhere.put(wallet);
+      await t.cache.get(wallet.id);
+      assert.equal(t.near.stats().size, 1);
+      const clients = String(await t.other.client("LIST"));
+      const subscriberId = /id=(\d+) .*name=near-cache-test-inv /.exec(clients)?.[1];
+      assert.ok(subscriberId, "the invalidation connection is listed");
+      assert.equal(await t.other.client("KILL", "ID", subscriberId), 1);
+      // Changed while nobody receives its invalidation: the kept entry must not survive the reconnect.
+      await t.elsewhere.put({ ...wallet, version: 3, balance: "99" });
+      await waitUntil(async () => (await t.cache.get(wallet.id))?.balance === "99", {
+        message: "the change made while the invalidation connection was down is seen",
+      });
+      await waitUntil(() => t.near.stats().active, { message: "near cache active again" });
+      await t.cache.get(wallet.id);
+      const hits = t.near.stats().hits;
+      assert.equal((await t.cache.get(wallet.id))?.balance, "99");
+      assert.equal(t.near.stats().hits, hits + 1, "kept in memory again");
+    } finally {
+      t.close();
+    }
+  });
+
+  it("forgets everything on FLUSHDB", async () => {
+    const t = await setUp();
+    try {
+      const wallet = entry();
+      await t.elsewhere.put(wallet);
+      await t.cache.get(wallet.id);
+      assert.equal(t.near.stats().size, 1);
+      await t.other.flushdb();
+      await waitUntil(async () => (await t.cache.get(wallet.id)) === null, { message: "flushed entry gone" });
+    } finally {
+      t.close();
+    }
+  });
+});
