@@ -13,14 +13,14 @@
  */
 import type { Kafka, Message, Producer } from "kafkajs";
 import type { Config } from "../src/config.ts";
-import type { Sql, TransactionSql } from "../src/db/client.ts";
+import type { Sql } from "../src/db/client.ts";
+import { pipelinedTransaction, type ReservedSql, type UnsentStatement } from "../src/db/client.ts";
 import {
   backlog,
-  claimShards,
+  claimUnsent,
   deleteSentBefore,
   markSent,
   type OutboxRow,
-  readUnsent,
   recordFailure,
 } from "../src/db/outbox_repository.ts";
 import { analyzeStaleTables, vacuumOutboxIfBloated } from "../src/db/table_upkeep.ts";
@@ -62,6 +62,10 @@ export interface RunningRelay {
   drained(): Promise<void>;
 }
 
+function statementsOf(statement: UnsentStatement | null): UnsentStatement[] {
+  return statement ? [statement] : [];
+}
+
 /** Start the relay loop in the background. */
 export function startRelay(options: RelayOptions): RunningRelay {
   const { config, sql, log, metrics } = options;
@@ -71,7 +75,7 @@ export function startRelay(options: RelayOptions): RunningRelay {
   let running = true;
   let wakeUp: (() => void) | null = null;
   let pendingWake = false;
-  let lastMaintenance = 0;
+  let stopUpkeepWait = () => {};
   const idleWaiters: Array<() => void> = [];
 
   function wake() {
@@ -114,37 +118,41 @@ export function startRelay(options: RelayOptions): RunningRelay {
     };
   }
 
-  /** Publish one batch; returns the number of rows handled (sent or failed). */
+  /**
+   * Publish one batch; returns the number of rows handled (sent or failed). Two round trips to PostgreSQL:
+   * BEGIN with the shard locks and the read, then the move of the sent rows with COMMIT; the locks are held
+   * across the Kafka request, so no other relay publishes these shards meanwhile.
+   */
   async function cycle(): Promise<number> {
     const kafkaProducer = await connectedProducer();
-    return await sql.begin(async (tx) => {
-      const shards = await claimShards(tx);
-      if (shards.length === 0) return 0; // another relay holds them all right now
-      const rows = await readUnsent(tx, shards, config.RELAY_BATCH_SIZE);
-      if (rows.length === 0) return 0;
-      try {
-        await kafkaProducer.send({ topic: config.KAFKA_TOPIC, acks: -1, messages: rows.map(toMessage) });
-      } catch (error) {
-        metrics.publishFailures++;
-        if (isTransientKafkaError(error)) throw error; // nothing marked: the rows wait for Kafka
-        log.warn("batch refused by Kafka; publishing row by row to isolate the bad rows", { error });
-        return await publishRowByRow(tx, kafkaProducer, rows);
-      }
-      // A database error from here on rolls back: the rows stay unsent and go again (a harmless duplicate).
-      const ackedAt = Date.now();
-      await markSent(tx, rows.map((r) => r.id));
-      metrics.recordPublished(rows.length);
-      for (const row of rows) metrics.insertToPublishMs.add(ackedAt - row.createdAt.getTime());
-      return rows.length;
-    });
+    return await pipelinedTransaction(
+      sql,
+      (tx) => claimUnsent(tx, config.RELAY_BATCH_SIZE),
+      async (rows, tx) => {
+        if (rows.length === 0) return { result: 0, statements: [] };
+        try {
+          await kafkaProducer.send({ topic: config.KAFKA_TOPIC, acks: -1, messages: rows.map(toMessage) });
+        } catch (error) {
+          metrics.publishFailures++;
+          if (isTransientKafkaError(error)) throw error; // nothing marked: the rows wait for Kafka
+          log.warn("batch refused by Kafka; publishing row by row to isolate the bad rows", { error });
+          return await publishRowByRow(tx, kafkaProducer, rows);
+        }
+        // A database error from here on rolls back: the rows stay unsent and go again (a harmless duplicate).
+        const ackedAt = Date.now();
+        metrics.recordPublished(rows.length);
+        for (const row of rows) metrics.insertToPublishMs.add(ackedAt - row.createdAt.getTime());
+        return { result: rows.length, statements: statementsOf(markSent(tx, rows.map((r) => r.id))) };
+      },
+    );
   }
 
   /** After a non-transient refusal: send rows one by one, stopping a wallet at its first failing row. */
   async function publishRowByRow(
-    tx: TransactionSql,
+    tx: ReservedSql,
     kafkaProducer: Producer,
     rows: OutboxRow[],
-  ): Promise<number> {
+  ): Promise<{ result: number; statements: UnsentStatement[] }> {
     const blockedWallets = new Set<string>();
     const sent: string[] = [];
     for (const row of rows) {
@@ -171,16 +179,16 @@ export function startRelay(options: RelayOptions): RunningRelay {
         }
       }
     }
-    await markSent(tx, sent);
     metrics.recordPublished(sent.length);
-    return sent.length + blockedWallets.size;
+    return { result: sent.length + blockedWallets.size, statements: statementsOf(markSent(tx, sent)) };
   }
 
+  /**
+   * Retention cleanup, table upkeep and backlog metrics, on a timer of their own: an ANALYZE or VACUUM can
+   * take a while, and publishing must not wait for it.
+   */
   async function maintenance() {
-    const now = Date.now();
-    if (now - lastMaintenance < MAINTENANCE_EVERY_MS) return;
-    lastMaintenance = now;
-    const cutoff = new Date(now - config.RELAY_RETENTION_HOURS * 3600_000);
+    const cutoff = new Date(Date.now() - config.RELAY_RETENTION_HOURS * 3600_000);
     const deleted = await deleteSentBefore(sql, cutoff);
     if (deleted > 0) log.debug("deleted sent outbox rows past retention", { deleted });
     // Table upkeep rides along: every deployment runs a relay, and a relay's writes are what bloat the outbox.
@@ -197,6 +205,20 @@ export function startRelay(options: RelayOptions): RunningRelay {
     return null;
   });
 
+  const upkeep = (async () => {
+    while (running) {
+      await maintenance().catch((error) => log.warn("outbox maintenance failed", { error }));
+      if (!running) return;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, MAINTENANCE_EVERY_MS);
+        stopUpkeepWait = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+  })();
+
   const loop = (async () => {
     let backoff = 100;
     while (running) {
@@ -204,11 +226,10 @@ export function startRelay(options: RelayOptions): RunningRelay {
       try {
         const handled = await cycle();
         backoff = 100;
-        await maintenance();
         if (handled >= config.RELAY_BATCH_SIZE) continue; // backlog: go again at once
         if (handled === 0) { for (const resolve of idleWaiters.splice(0)) resolve(); }
-        // Under a steady stream, let rows gather for a moment so each cycle (5 statements, a commit and a
-        // Kafka request) carries many of them; an idle relay still reacts at once to its first wake-up.
+        // Under a steady stream, let rows gather for a moment so each cycle (two round trips to PostgreSQL
+        // and a Kafka request) carries many of them; an idle relay still reacts at once to its first wake-up.
         else await new Promise((resolve) => setTimeout(resolve, config.RELAY_LINGER_MS));
         await sleep(config.RELAY_SWEEP_MS);
       } catch (error) {
@@ -232,7 +253,8 @@ export function startRelay(options: RelayOptions): RunningRelay {
     async stop() {
       running = false;
       wakeUp?.();
-      await loop;
+      stopUpkeepWait();
+      await Promise.all([loop, upkeep]);
       await (await listening)?.unlisten().catch(() => {});
       await dropProducer();
     },

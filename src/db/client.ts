@@ -25,6 +25,12 @@ export interface UnsentStatement {
   execute(): Promise<unknown>;
 }
 
+/** What the write step of a pipelinedTransaction decided: its result, and the statements to send. */
+export interface WriteStep<T> {
+  result: T;
+  statements: UnsentStatement[];
+}
+
 /**
  * A read-decide-write transaction in two round trips instead of five (BEGIN, reads, write, COMMIT each
  * waiting for the one before). postgres.js pipelines the statements issued on one reserved connection, so
@@ -34,18 +40,22 @@ export interface UnsentStatement {
  * - `read` must issue its statements at once (no await between them); they run in the order issued.
  * - `write` decides from what was read and returns its statements unsent, so they are certain to be sent
  *   before COMMIT. If one fails, the transaction is aborted, PostgreSQL answers the COMMIT behind it with a
- *   rollback, and the statement's error is thrown: nothing of the transaction is kept.
+ *   rollback, and the statement's error is thrown: nothing of the transaction is kept. It may first await
+ *   other work (the relay publishes to Kafka there); throwing rolls everything back.
  */
 export async function pipelinedTransaction<R, T>(
   sql: Sql,
   read: (tx: ReservedSql) => Promise<R>,
-  write: (read: R, tx: ReservedSql) => { result: T; statements: UnsentStatement[] },
+  write: (
+    read: R,
+    tx: ReservedSql,
+  ) => WriteStep<T> | Promise<WriteStep<T>>,
 ): Promise<T> {
   const tx = await sql.reserve();
   try {
     const begun = tx`BEGIN`.execute();
     const [, readResult] = await Promise.all([begun, read(tx)]);
-    const { result, statements } = write(readResult, tx);
+    const { result, statements } = await write(readResult, tx);
     await Promise.all([...statements.map((statement) => statement.execute()), tx`COMMIT`.execute()]);
     return result;
   } catch (error) {

@@ -2,7 +2,9 @@
  * The outbox SQL used by the relay: claim shards, read unsent rows, move sent ones to `outbox_sent`, set
  * aside rows that keep failing, clean up after the retention, and measure the backlog.
  */
-import type { Sql, TransactionSql } from "./client.ts";
+import type { ReservedSql, Sql, TransactionSql, UnsentStatement } from "./client.ts";
+
+type Queryable = TransactionSql | ReservedSql;
 import { OUTBOX_SHARDS } from "./wallet_repository.ts";
 
 /** Advisory-lock namespace of the relay shard locks (any constant unique to this purpose). */
@@ -19,31 +21,32 @@ export interface OutboxRow {
 }
 
 /**
- * Lock as many outbox shards as are free for the rest of this transaction. A shard is published by one relay
- * at a time, which keeps each wallet's events in order with any number of relays running.
+ * Lock as many outbox shards as are free for the rest of this transaction, and read the oldest unsent rows
+ * of those shards in id order (per wallet, id order is commit order). One statement, so it can leave with
+ * BEGIN. A shard is published by one relay at a time, which keeps each wallet's events in order with any
+ * number of relays running; no free shard gives no rows.
  */
-export async function claimShards(tx: TransactionSql): Promise<number[]> {
-  const rows = await tx<{ shard: number }[]>`
-    SELECT s AS shard FROM generate_series(0, ${OUTBOX_SHARDS - 1}::int) AS s
-    WHERE pg_try_advisory_xact_lock(${RELAY_LOCK_NAMESPACE}::int, s)`;
-  return rows.map((r) => r.shard);
-}
-
-/** The oldest unsent rows of the given shards, in id order (per wallet, id order is commit order). */
-export async function readUnsent(tx: TransactionSql, shards: number[], limit: number): Promise<OutboxRow[]> {
-  const all = shards.length === OUTBOX_SHARDS;
+export async function claimUnsent(tx: Queryable, limit: number): Promise<OutboxRow[]> {
+  // MATERIALIZED: each shard's lock is tried exactly once, whatever plan the rest of the query gets.
   return await tx<OutboxRow[]>`
+    WITH claimed AS MATERIALIZED (
+      SELECT s AS shard FROM generate_series(0, ${OUTBOX_SHARDS - 1}::int) AS s
+      WHERE pg_try_advisory_xact_lock(${RELAY_LOCK_NAMESPACE}::int, s)
+    )
     SELECT id, event_id AS "eventId", wallet_id AS "walletId", wallet_version AS "walletVersion",
       payload::text AS payload, attempts, created_at AS "createdAt"
     FROM outbox
-    WHERE sent_at IS NULL ${all ? tx`` : tx`AND shard = ANY(${shards}::int[])`}
+    WHERE sent_at IS NULL AND shard IN (SELECT shard FROM claimed)
     ORDER BY id LIMIT ${limit}`;
 }
 
-/** Move rows out of the outbox once the broker acknowledged them; a copy is kept for the retention. */
-export async function markSent(tx: TransactionSql, ids: string[]): Promise<void> {
-  if (ids.length === 0) return;
-  await tx`
+/**
+ * Move rows out of the outbox once the broker acknowledged them; a copy is kept for the retention. Returned
+ * unsent (null when there is nothing to move), so it can leave with COMMIT.
+ */
+export function markSent(tx: Queryable, ids: string[]): UnsentStatement | null {
+  if (ids.length === 0) return null;
+  return tx`
     WITH sent AS (DELETE FROM outbox WHERE id = ANY(${ids}::bigint[])
       RETURNING id, event_id, wallet_id, wallet_version, event_type, payload, created_at)
     INSERT INTO outbox_sent (id, event_id, wallet_id, wallet_version, event_type, payload, created_at)
@@ -52,7 +55,7 @@ export async function markSent(tx: TransactionSql, ids: string[]): Promise<void>
 
 /** Count a failed attempt; rows at `maxAttempts` move to the dead-letter table. Returns how many moved. */
 export async function recordFailure(
-  tx: TransactionSql,
+  tx: Queryable,
   ids: string[],
   error: string,
   maxAttempts: number,
