@@ -51,7 +51,10 @@ export class NearCache<V> {
     subscriber.on("messageBuffer", (channel: Buffer, keys: Buffer[] | Buffer | null) => {
       if (channel.toString() !== INVALIDATION_CHANNEL) return;
       if (keys === null) return this.#clear(); // FLUSHDB / FLUSHALL: everything goes
-      for (const key of Array.isArray(keys) ? keys : [keys]) this.#invalidate(key.toString());
+      for (const key of Array.isArray(keys) ? keys : [keys]) {
+        this.#invalidations++;
+        this.#invalidate(key.toString());
+      }
     });
     subscriber.on("close", () => this.#subscriberId = null); // a new connection must subscribe again
     for (const connection of [data, subscriber]) {
@@ -102,7 +105,6 @@ export class NearCache<V> {
   /** Forget `key` now (this process changed it; Redis's own invalidation follows). */
   forget(key: string): void {
     this.#invalidate(key);
-    this.#invalidations--; // counted as a local change, not as an invalidation from Redis
   }
 
   stats(): NearCacheStats {
@@ -125,7 +127,6 @@ export class NearCache<V> {
   }
 
   #invalidate(key: string) {
-    this.#invalidations++;
     this.#entries.delete(key);
     this.#reading.delete(key);
   }
