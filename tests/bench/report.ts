@@ -1,6 +1,6 @@
 /** Renders the results of one bench run as docs/benchmarks.md. */
 import type { CpuProfile, LoadResult } from "./tools.ts";
-import type { FreshnessResult } from "./freshness.ts";
+import { type FreshnessResult, MAX_POLL_MS } from "./freshness.ts";
 import type { ProfileSummary } from "./cpu_profile.ts";
 
 export interface DrainResult {
@@ -284,7 +284,7 @@ export function writeReport(r: BenchReport, analysis: string | null = null): str
     `| GET polls (errors) | ${n0(f.polls)} (${n0(f.pollErrors)}) |`,
     "",
     `The delay runs from the 201 arriving to the first GET response that shows the new balance; GET polls every ` +
-      `${f.pollMs} ms at first, backing off to 50 ms, so each delay is an upper bound within one poll interval plus one GET round trip. Deposits go ` +
+      `${f.pollMs} ms at first, backing off to ${MAX_POLL_MS} ms, so each delay is an upper bound within one poll interval plus one GET round trip. Deposits go ` +
       "to each wallet in turn, so a wallet's deposits do not overlap. Only a sample of the deposits is followed " +
       "by polls, so the reads do not turn into a load of their own; every deposit counts towards the write rate.",
     "",
