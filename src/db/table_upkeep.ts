@@ -37,6 +37,7 @@ export async function vacuumOutboxIfBloated(sql: Sql, minDeadRows: number): Prom
   const [row] = await sql<{ dead: string | null }[]>`
     SELECT n_dead_tup AS dead FROM pg_stat_user_tables WHERE relid = 'outbox'::regclass`;
   if (Number(row?.dead ?? 0) < minDeadRows) return false;
-  await sql`VACUUM (SKIP_LOCKED) outbox`;
+  // TRUNCATE false: truncating the table's empty end would lock out every writer meanwhile (see migration 4).
+  await sql`VACUUM (SKIP_LOCKED, TRUNCATE false) outbox`;
   return true;
 }
