@@ -77,10 +77,11 @@ export function startService(config: Config, log: Logger): RunningService {
   }
   log.info("started", { roles: [...roles] });
 
-  // Until metrics are exported, the pipeline's counters go to the log now and then (0 turns this off).
-  if (config.METRICS_LOG_INTERVAL_MS > 0 && (roles.has("relay") || roles.has("consumer"))) {
+  // Until metrics are exported, the pipeline's counters (and the near cache's) go to the log now and then
+  // (0 turns this off).
+  if (config.METRICS_LOG_INTERVAL_MS > 0 && (roles.has("relay") || roles.has("consumer") || near)) {
     const timer = setInterval(
-      () => log.info("pipeline metrics", metrics.snapshot()),
+      () => log.info("pipeline metrics", { ...metrics.snapshot(), nearCache: near?.stats() }),
       config.METRICS_LOG_INTERVAL_MS,
     );
     stops.push(() => Promise.resolve(clearInterval(timer)));
