@@ -131,22 +131,20 @@ export class BalanceCache {
     }
   }
 
-  /** Compare-and-set many entries in one round trip; one boolean (stored or not newer) per entry. */
+  /**
+   * Compare-and-set many entries; one boolean (stored or not newer) per entry. The commands are issued in
+   * one go, so auto-pipelining sends them (and those of other batches issued in the same tick) in one write.
+   */
   async putMany(entries: CachedWallet[]): Promise<boolean[]> {
     if (entries.length === 0) return [];
-    const pipeline = this.#redis.pipeline() as unknown as {
-      walletCompareAndSet(key: string, ...args: string[]): void;
-      exec(): Promise<Array<[Error | null, unknown]> | null>;
-    };
-    for (const entry of entries) pipeline.walletCompareAndSet(this.#key(entry.id), ...this.#casArgs(entry));
-    const results = await pipeline.exec().finally(() => {
+    try {
+      const stored = await Promise.all(
+        entries.map((entry) => this.#redis.walletCompareAndSet(this.#key(entry.id), ...this.#casArgs(entry))),
+      );
+      return stored.map((result) => result === 1);
+    } finally {
       for (const entry of entries) this.options.near?.forget(this.#key(entry.id));
-    });
-    if (!results) throw new Error("Redis pipeline was discarded");
-    return results.map(([error, stored]) => {
-      if (error) throw error;
-      return stored === 1;
-    });
+    }
   }
 
   #casArgs(entry: CachedWallet): string[] {
