@@ -46,6 +46,13 @@ describe("bench smoke run", () => {
       for (const tool of ["wrk", "pgbench"]) {
         assert.match(md, new RegExp(`\\| ${tool} +\\|`), `no ${tool} rows`);
       }
+      for (const role of ["api", "relay", "consumer"]) {
+        assert.match(
+          md,
+          new RegExp(`\\| ${role} +\\| +[\\d,]+ \\|`),
+          `no CPU per deposit for the ${role} role`,
+        );
+      }
       assert.match(md, /deno: \d+\.\d+\.\d+/);
       assert.match(md, /`deno task bench`/);
     } finally {

@@ -38,7 +38,7 @@ import {
 } from "./tools.ts";
 import { type FreshnessResult, runFreshness } from "./freshness.ts";
 import { profileDuring, type ProfileSummary } from "./cpu_profile.ts";
-import { type BenchReport, type DrainResult, keptAnalysis, writeReport } from "./report.ts";
+import { type BenchReport, type DrainResult, keptAnalysis, type RoleCost, writeReport } from "./report.ts";
 
 hideKafkajsTimeoutWarning();
 
@@ -386,6 +386,9 @@ async function main(): Promise<BenchReport> {
     const serviceRss = readRss(service.pid);
     await stopChild(service);
 
+    // Where a deposit's CPU goes: the spread load again, on the three roles in three processes.
+    const roleCost = await roleCostScenario(tokensAll, config.KAFKA_BROKERS);
+
     // 5. relay drain and consumer apply rate
     const drain = await drainScenario(sql, config.KAFKA_BROKERS);
 
@@ -430,6 +433,7 @@ async function main(): Promise<BenchReport> {
       profiles,
       serviceCpu,
       cpuProfiles,
+      roleCost,
     };
   } finally {
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
@@ -499,6 +503,58 @@ async function waitForDrain(sql: postgres.Sql, timeoutMs: number) {
     if (lag > 0) log(`warning: the service's consumer is still ${lag} events behind`);
   } finally {
     await admin.disconnect();
+  }
+}
+
+async function roleCostScenario(tokensFile: string, brokers: string[]): Promise<RoleCost> {
+  phase = "role cost";
+  const topic = `${TOPIC}.roles`;
+  await ensureTopics({
+    brokers,
+    clientId: `bench-roles-${runId}`,
+    topics: [{ topic, partitions: 6 }, { topic: `${topic}.dlq`, partitions: 1 }],
+  });
+  const extra = { KAFKA_TOPIC: topic, KAFKA_CONSUMER_GROUP: `bench-roles-${runId}` };
+  const processes = [
+    { role: "api", child: spawnService("api (api only)", { ...extra, ROLES: "api" }) },
+    { role: "relay", child: spawnService("relay (relay only, role cost)", { ...extra, ROLES: "relay" }) },
+    {
+      role: "consumer",
+      child: spawnService("consumer (consumer only, role cost)", { ...extra, ROLES: "consumer" }),
+    },
+  ];
+  try {
+    await waitForHttp(`${baseUrl}/health`, processes[0].child);
+    const env = { BENCH_TOKENS: tokensFile, BENCH_DIR: benchDir, BENCH_RUN_ID: runId, BENCH_PHASE: "roles" };
+    const common = {
+      url: baseUrl,
+      script: join(benchDir, "deposit.lua"),
+      threads: THREADS,
+      connections: CONNECTIONS,
+      env,
+    };
+    if (P.warmup > 0) {
+      await wrk("role cost warm-up", {
+        ...common,
+        seconds: P.warmup,
+        env: { ...env, BENCH_PHASE: "rolesw" },
+      });
+    }
+    log(`role cost: spread deposits with the roles apart, wrk for ${P.seconds}s...`);
+    const before = processes.map(({ child }) => cpuSeconds(child.pid) ?? 0);
+    const t0 = performance.now();
+    const load = await wrk("role cost", { ...common, seconds: P.seconds });
+    const seconds = (performance.now() - t0) / 1000;
+    const roles = processes.map(({ role, child }, i) => {
+      const cpu = (cpuSeconds(child.pid) ?? 0) - before[i];
+      return { role, cores: cpu / seconds, usPerDeposit: load.ok > 0 ? (cpu / load.ok) * 1e6 : null };
+    });
+    log(
+      `role cost: ${roles.map((r) => `${r.role} ${r.usPerDeposit?.toFixed(0)} us`).join(", ")} per deposit`,
+    );
+    return { load, roles };
+  } finally {
+    for (const { child } of processes) await stopChild(child);
   }
 }
 

@@ -47,6 +47,13 @@ export interface BenchReport {
   profiles: CpuProfile[];
   serviceCpu: Array<{ label: string; cores: number }>;
   cpuProfiles: ProfileSummary[];
+  roleCost: RoleCost;
+}
+
+/** The spread load on the roles in separate processes: CPU each spends per deposit. */
+export interface RoleCost {
+  load: LoadResult;
+  roles: Array<{ role: string; cores: number; usPerDeposit: number | null }>;
 }
 
 const n0 = (
@@ -328,6 +335,7 @@ export function writeReport(r: BenchReport, analysis: string | null = null): str
     "|---|--:|",
     ...r.serviceCpu.map((c) => `| ${c.label} | ${n2(c.cores)} |`),
     "",
+    ...roleCostSection(r),
     "`top` in the middle of each measured run (2 s sample; %CPU summed per command, 100% = one core):",
     "",
     "| run | machine | top commands by %CPU |",
@@ -376,4 +384,23 @@ export function writeReport(r: BenchReport, analysis: string | null = null): str
     );
   }
   return lines.join("\n");
+}
+
+/** Service CPU per deposit: all roles in one process (scenario 2), and each role in its own process. */
+function roleCostSection(r: BenchReport): string[] {
+  const spreadCpu = r.serviceCpu.find((c) => c.label.startsWith("2. spread"));
+  const together = spreadCpu && r.spread.rate > 0 ? (spreadCpu.cores / r.spread.rate) * 1e6 : null;
+  const apart = r.roleCost.roles.reduce((sum, role) => sum + (role.usPerDeposit ?? 0), 0);
+  return [
+    "CPU per deposit, by role: scenario 2's load again, with the API, the relay and the consumer each in a " +
+    "process of its own (`ROLES=api`, `ROLES=relay`, `ROLES=consumer`); CPU from /proc/<pid>/stat divided by " +
+    `the deposits answered (${n0(r.roleCost.load.rate)}/s in this run):`,
+    "",
+    "| process | CPU per deposit (µs) | cores |",
+    "|---|--:|--:|",
+    ...r.roleCost.roles.map((role) => `| ${role.role} | ${n0(role.usPerDeposit)} | ${n2(role.cores)} |`),
+    `| the three together | ${n0(apart)} | |`,
+    `| all roles in one process (scenario 2) | ${n0(together)} | ${n2(spreadCpu?.cores)} |`,
+    "",
+  ];
 }
