@@ -13,8 +13,13 @@
  */
 import type { Kafka, Message, Producer } from "kafkajs";
 import type { Config } from "../src/config.ts";
-import type { Sql } from "../src/db/client.ts";
-import { pipelinedTransaction, type ReservedSql, type UnsentStatement } from "../src/db/client.ts";
+import {
+  pipelinedTransaction,
+  type ReservedSql,
+  type Sql,
+  type UnsentStatement,
+  type WriteStep,
+} from "../src/db/client.ts";
 import {
   backlog,
   claimUnsent,
@@ -60,6 +65,13 @@ export interface RunningRelay {
   stop(): Promise<void>;
   /** Resolves after the relay has published everything that was unsent when called (tests, benchmarks). */
   drained(): Promise<void>;
+}
+
+/** What one relay cycle did: rows handled (sent or set aside), the rows sent, and when Kafka acknowledged. */
+interface CycleResult {
+  handled: number;
+  published: OutboxRow[];
+  ackedAt: number;
 }
 
 function statementsOf(statement: UnsentStatement | null): UnsentStatement[] {
@@ -125,11 +137,11 @@ export function startRelay(options: RelayOptions): RunningRelay {
    */
   async function cycle(): Promise<number> {
     const kafkaProducer = await connectedProducer();
-    return await pipelinedTransaction(
+    const { handled, published, ackedAt } = await pipelinedTransaction(
       sql,
       (tx) => claimUnsent(tx, config.RELAY_BATCH_SIZE),
-      async (rows, tx) => {
-        if (rows.length === 0) return { result: 0, statements: [] };
+      async (rows, tx): Promise<WriteStep<CycleResult>> => {
+        if (rows.length === 0) return { result: { handled: 0, published: [], ackedAt: 0 }, statements: [] };
         try {
           await kafkaProducer.send({ topic: config.KAFKA_TOPIC, acks: -1, messages: rows.map(toMessage) });
         } catch (error) {
@@ -139,12 +151,16 @@ export function startRelay(options: RelayOptions): RunningRelay {
           return await publishRowByRow(tx, kafkaProducer, rows);
         }
         // A database error from here on rolls back: the rows stay unsent and go again (a harmless duplicate).
-        const ackedAt = Date.now();
-        metrics.recordPublished(rows.length);
-        for (const row of rows) metrics.insertToPublishMs.add(ackedAt - row.createdAt.getTime());
-        return { result: rows.length, statements: statementsOf(markSent(tx, rows.map((r) => r.id))) };
+        return {
+          result: { handled: rows.length, published: rows, ackedAt: Date.now() },
+          statements: statementsOf(markSent(tx, rows.map((r) => r.id))),
+        };
       },
     );
+    // Counted once committed: rows rolled back go again and are counted then.
+    metrics.recordPublished(published.length);
+    for (const row of published) metrics.insertToPublishMs.add(ackedAt - row.createdAt.getTime());
+    return handled;
   }
 
   /** After a non-transient refusal: send rows one by one, stopping a wallet at its first failing row. */
@@ -152,14 +168,14 @@ export function startRelay(options: RelayOptions): RunningRelay {
     tx: ReservedSql,
     kafkaProducer: Producer,
     rows: OutboxRow[],
-  ): Promise<{ result: number; statements: UnsentStatement[] }> {
+  ): Promise<WriteStep<CycleResult>> {
     const blockedWallets = new Set<string>();
-    const sent: string[] = [];
+    const sent: OutboxRow[] = [];
     for (const row of rows) {
       if (blockedWallets.has(row.walletId)) continue; // later events of that wallet wait for it, in order
       try {
         await kafkaProducer.send({ topic: config.KAFKA_TOPIC, acks: -1, messages: [toMessage(row)] });
-        sent.push(row.id);
+        sent.push(row);
       } catch (error) {
         if (isTransientKafkaError(error)) break;
         blockedWallets.add(row.walletId);
@@ -179,8 +195,10 @@ export function startRelay(options: RelayOptions): RunningRelay {
         }
       }
     }
-    metrics.recordPublished(sent.length);
-    return { result: sent.length + blockedWallets.size, statements: statementsOf(markSent(tx, sent)) };
+    return {
+      result: { handled: sent.length + blockedWallets.size, published: sent, ackedAt: Date.now() },
+      statements: statementsOf(markSent(tx, sent.map((r) => r.id))),
+    };
   }
 
   /**

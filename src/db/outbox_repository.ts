@@ -3,9 +3,9 @@
  * aside rows that keep failing, clean up after the retention, and measure the backlog.
  */
 import type { ReservedSql, Sql, TransactionSql, UnsentStatement } from "./client.ts";
+import { OUTBOX_SHARDS } from "./wallet_repository.ts";
 
 type Queryable = TransactionSql | ReservedSql;
-import { OUTBOX_SHARDS } from "./wallet_repository.ts";
 
 /** Advisory-lock namespace of the relay shard locks (any constant unique to this purpose). */
 const RELAY_LOCK_NAMESPACE = 0x6d77; // "mw"
@@ -21,23 +21,31 @@ export interface OutboxRow {
 }
 
 /**
- * Lock as many outbox shards as are free for the rest of this transaction, and read the oldest unsent rows
- * of those shards in id order (per wallet, id order is commit order). One statement, so it can leave with
- * BEGIN. A shard is published by one relay at a time, which keeps each wallet's events in order with any
- * number of relays running; no free shard gives no rows.
+ * Lock as many outbox shards as are free for the rest of this transaction, then read the oldest unsent rows
+ * of those shards in id order (per wallet, id order is commit order). A shard is published by one relay at a
+ * time, which keeps each wallet's events in order with any number of relays running.
+ *
+ * Two statements issued together, so they can leave with BEGIN in one round trip. They must stay two: the
+ * read's snapshot has to be taken after the locks are held. In one statement the snapshot comes first, and a
+ * relay that had just published and deleted a shard's rows could release the lock in between: its rows would
+ * still look unsent here and go out again, after newer ones. The claimed shards travel from the first
+ * statement to the second in a transaction-local setting.
  */
 export async function claimUnsent(tx: Queryable, limit: number): Promise<OutboxRow[]> {
-  // MATERIALIZED: each shard's lock is tried exactly once, whatever plan the rest of the query gets.
-  return await tx<OutboxRow[]>`
-    WITH claimed AS MATERIALIZED (
-      SELECT s AS shard FROM generate_series(0, ${OUTBOX_SHARDS - 1}::int) AS s
-      WHERE pg_try_advisory_xact_lock(${RELAY_LOCK_NAMESPACE}::int, s)
-    )
-    SELECT id, event_id AS "eventId", wallet_id AS "walletId", wallet_version AS "walletVersion",
-      payload::text AS payload, attempts, created_at AS "createdAt"
-    FROM outbox
-    WHERE sent_at IS NULL AND shard IN (SELECT shard FROM claimed)
-    ORDER BY id LIMIT ${limit}`;
+  const [, rows] = await Promise.all([
+    tx`
+      SELECT set_config('mini_wallet.relay_shards', coalesce(string_agg(s::text, ','), ''), true)
+      FROM generate_series(0, ${OUTBOX_SHARDS - 1}::int) AS s
+      WHERE pg_try_advisory_xact_lock(${RELAY_LOCK_NAMESPACE}::int, s)`,
+    tx<OutboxRow[]>`
+      SELECT id, event_id AS "eventId", wallet_id AS "walletId", wallet_version AS "walletVersion",
+        payload::text AS payload, attempts, created_at AS "createdAt"
+      FROM outbox
+      WHERE sent_at IS NULL
+        AND shard = ANY(string_to_array(current_setting('mini_wallet.relay_shards'), ',')::int[])
+      ORDER BY id LIMIT ${limit}`,
+  ]);
+  return rows;
 }
 
 /**

@@ -387,7 +387,7 @@ async function main(): Promise<BenchReport> {
     await stopChild(service);
 
     // Where a deposit's CPU goes: the spread load again, on the three roles in three processes.
-    const roleCost = await roleCostScenario(tokensAll, config.KAFKA_BROKERS);
+    const roleCost = await roleCostScenario(sql, tokensAll, config.KAFKA_BROKERS);
 
     // 5. relay drain and consumer apply rate
     const drain = await drainScenario(sql, config.KAFKA_BROKERS);
@@ -506,7 +506,7 @@ async function waitForDrain(sql: postgres.Sql, timeoutMs: number) {
   }
 }
 
-async function roleCostScenario(tokensFile: string, brokers: string[]): Promise<RoleCost> {
+async function roleCostScenario(sql: postgres.Sql, tokensFile: string, brokers: string[]): Promise<RoleCost> {
   phase = "role cost";
   const topic = `${TOPIC}.roles`;
   await ensureTopics({
