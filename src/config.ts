@@ -82,7 +82,9 @@ const configSchema = z.object({
     .default(3000),
   NEAR_CACHE_MAX_ENTRIES: z.coerce.number({ error: "NEAR_CACHE_MAX_ENTRIES must be a whole number" }).int()
     .min(0).default(100_000),
-  WRITE_BATCH_CONCURRENCY: positiveInt("WRITE_BATCH_CONCURRENCY").max(100).default(2),
+  // One batch in flight: a write transaction is two round trips, so the next batch gathers everything that
+  // arrived meanwhile. Measured against 2: fewer, larger batches, 3-17 % less CPU per deposit, more deposits/s.
+  WRITE_BATCH_CONCURRENCY: positiveInt("WRITE_BATCH_CONCURRENCY").max(100).default(1),
   WRITE_BATCH_MAX: positiveInt("WRITE_BATCH_MAX").max(10000).default(500),
   METRICS_LOG_INTERVAL_MS: z.coerce.number({ error: "METRICS_LOG_INTERVAL_MS must be a whole number" }).int()
     .min(0).default(60_000),

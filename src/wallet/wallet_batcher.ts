@@ -35,7 +35,7 @@ export class WriteBatcher<Item, Result> {
   readonly #maxBatch: number;
 
   constructor(private readonly run: BatchRunner<Item, Result>, options: WriteBatcherOptions = {}) {
-    this.#maxConcurrent = options.maxConcurrent ?? 2; // as WRITE_BATCH_CONCURRENCY's default
+    this.#maxConcurrent = options.maxConcurrent ?? 1; // as WRITE_BATCH_CONCURRENCY's default
     this.#maxBatch = options.maxBatch ?? 500;
   }
 
