@@ -11,6 +11,7 @@ import { call, config, enabledWallet, initCustomer } from "./support/harness.ts"
 import { createPipeline, dbBalance, type Pipeline } from "./support/pipeline.ts";
 import {
   collectTopic,
+  committedOffsetTotal,
   createTestTopic,
   handProducer,
   topicMessageCount,
@@ -213,6 +214,37 @@ describe("balance cache consumer", () => {
         assert.equal(refilled?.version, db.version);
         assert.equal(refilled?.balance, db.balance);
       }
+    } finally {
+      await pipeline.close();
+    }
+  });
+
+  it("commits the offsets of applied events, on its timer and when it stops", async () => {
+    const topic = await createTestTopic(brokers, { label: "commit" });
+    const pipeline = createPipeline({ topic });
+    try {
+      const relay = pipeline.startRelay();
+      const consumer = pipeline.startConsumer();
+      const wallets = await makeActivity(pipeline, 3);
+      await cacheConverged(pipeline, wallets.map((w) => w.walletId));
+      await relay.drained();
+      const onTopic = await topicMessageCount(brokers, topic);
+      assert.equal(onTopic, 3 * 6, "3 wallets, 6 events each");
+      await waitUntil(async () => await committedOffsetTotal(brokers, consumer.groupId, topic) === onTopic, {
+        message: "every applied event committed by the timer",
+        timeoutMs: 10_000,
+      });
+
+      // More events, then a stop before the timer's next turn: the stop commits them.
+      const { token, walletId } = wallets[0];
+      const deposit = await call(pipeline.app, "POST", "/api/v1/wallet/deposits", {
+        token,
+        body: { amount: 1, reference_id: "after-commit" },
+      });
+      assert.equal(deposit.status, 201);
+      await cacheConverged(pipeline, [walletId]);
+      await consumer.stop();
+      assert.equal(await committedOffsetTotal(brokers, consumer.groupId, topic), onTopic + 1);
     } finally {
       await pipeline.close();
     }

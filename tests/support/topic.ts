@@ -144,6 +144,22 @@ export async function topicMessageCount(brokers: string[], topic: string): Promi
   }
 }
 
+/** The offsets a consumer group has committed on a topic, summed over its partitions (0 for none). */
+export async function committedOffsetTotal(
+  brokers: string[],
+  groupId: string,
+  topic: string,
+): Promise<number> {
+  const admin = testKafka(brokers).admin();
+  await admin.connect();
+  try {
+    const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
+    return (committed?.partitions ?? []).reduce((sum, p) => sum + Math.max(0, Number(p.offset)), 0);
+  } finally {
+    await admin.disconnect().catch(() => {});
+  }
+}
+
 /** A connected producer for hand-made messages (key = wallet id, like the relay). */
 export async function handProducer(brokers: string[]): Promise<Producer> {
   const producer = testKafka(brokers).producer({
