@@ -28,7 +28,7 @@ import {
   type OutboxRow,
   recordFailure,
 } from "../src/db/outbox_repository.ts";
-import { analyzeStaleTables, vacuumOutboxIfBloated } from "../src/db/table_upkeep.ts";
+import { analyzeStaleTables, summarizeSentIndex, vacuumOutboxIfBloated } from "../src/db/table_upkeep.ts";
 import type { Logger } from "../src/log.ts";
 import { createKafka, createOrderedProducer, isTransientKafkaError } from "./kafka.ts";
 import type { PipelineMetrics } from "./metrics.ts";
@@ -37,6 +37,8 @@ import type { PipelineMetrics } from "./metrics.ts";
 export const OUTBOX_CHANNEL = "outbox_written";
 const MAX_BACKOFF_MS = 5000;
 const MAINTENANCE_EVERY_MS = 5000;
+/** Sent rows are kept for hours: looking for expired ones once a minute is plenty. */
+const RETENTION_EVERY_MS = 60_000;
 /** Dead outbox rows that make the maintenance vacuum the outbox: about 5 s of sending at 2,000 events/s. */
 const VACUUM_AFTER_DEAD_ROWS = 10_000;
 
@@ -88,6 +90,7 @@ export function startRelay(options: RelayOptions): RunningRelay {
   let wakeUp: (() => void) | null = null;
   let pendingWake = false;
   let stopUpkeepWait = () => {};
+  let lastRetention = 0;
   const idleWaiters: Array<() => void> = [];
 
   function wake() {
@@ -206,9 +209,13 @@ export function startRelay(options: RelayOptions): RunningRelay {
    * take a while, and publishing must not wait for it.
    */
   async function maintenance() {
-    const cutoff = new Date(Date.now() - config.RELAY_RETENTION_HOURS * 3600_000);
-    const deleted = await deleteSentBefore(sql, cutoff);
-    if (deleted > 0) log.debug("deleted sent outbox rows past retention", { deleted });
+    if (Date.now() - lastRetention >= RETENTION_EVERY_MS) {
+      lastRetention = Date.now();
+      await summarizeSentIndex(sql);
+      const cutoff = new Date(Date.now() - config.RELAY_RETENTION_HOURS * 3600_000);
+      const deleted = await deleteSentBefore(sql, cutoff);
+      if (deleted > 0) log.debug("deleted sent outbox rows past retention", { deleted });
+    }
     // Table upkeep rides along: every deployment runs a relay, and a relay's writes are what bloat the outbox.
     if (await vacuumOutboxIfBloated(sql, VACUUM_AFTER_DEAD_ROWS)) log.debug("vacuumed the outbox");
     const analyzed = await analyzeStaleTables(sql);

@@ -19,6 +19,12 @@ const TABLES = ["wallets", "wallet_transactions", "outbox", "outbox_sent", "outb
 /** autovacuum_analyze_threshold and autovacuum_analyze_scale_factor. */
 const ANALYZE_THRESHOLD = 50;
 const ANALYZE_SCALE_FACTOR = 0.1;
+/**
+ * Statistics target of our ANALYZE: 3,000 sampled rows instead of 30,000. Our queries are key lookups and
+ * small ranges, so a coarse histogram plans them the same; at the default, ANALYZE of a 300,000-row ledger
+ * took 550 ms of a 2-core machine's CPU in the middle of the benchmarks (90 ms at 10).
+ */
+const STATISTICS_TARGET = 10;
 
 /** ANALYZE each of the service's tables changed enough since its last analyze; returns the ones analyzed. */
 export async function analyzeStaleTables(sql: Sql): Promise<string[]> {
@@ -28,8 +34,23 @@ export async function analyzeStaleTables(sql: Sql): Promise<string[]> {
     WHERE s.relname = ANY(${TABLES}::text[]) AND s.schemaname = current_schema()
       AND s.n_mod_since_analyze > ${ANALYZE_THRESHOLD} + ${ANALYZE_SCALE_FACTOR} * greatest(c.reltuples, 0)`;
   const names = stale.map((row) => row.name);
-  for (const name of names) await sql`ANALYZE (SKIP_LOCKED) ${sql(name)}`;
+  for (const name of names) {
+    await sql.begin(async (tx) => {
+      await tx`SELECT set_config('default_statistics_target', ${String(STATISTICS_TARGET)}, true)`;
+      await tx`ANALYZE (SKIP_LOCKED) ${tx(name)}`;
+    });
+  }
   return names;
+}
+
+/**
+ * Summarize the page ranges of `outbox_sent` that its BRIN index has not covered yet (autovacuum would).
+ * Unsummarized ranges match every query, so the retention cleanup would read the whole table.
+ */
+export async function summarizeSentIndex(sql: Sql): Promise<number> {
+  const [row] = await sql<{ ranges: number }[]>`
+    SELECT brin_summarize_new_values('outbox_sent_time'::regclass) AS ranges`;
+  return row.ranges;
 }
 
 /** VACUUM the outbox once at least `minDeadRows` deleted rows wait in it; true when it ran. */
