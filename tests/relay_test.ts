@@ -10,6 +10,7 @@ import {
   hideKafkajsTimeoutWarning,
   isTransientKafkaError,
 } from "../outbox/kafka.ts";
+import { relayLinger } from "../outbox/relay.ts";
 import { outboxShard } from "../src/db/wallet_repository.ts";
 import { createSql, type Sql } from "../src/db/client.ts";
 import { createLogger } from "../src/log.ts";
@@ -224,5 +225,16 @@ describe("outbox relay under failure", () => {
       // Whatever happened, leave no row behind that would make later tests' relays fail batches.
       await removeBigRows();
     }
+  });
+});
+
+describe("relay linger", () => {
+  it("stays short for a light stream and grows with the rows of the last cycle, up to its maximum", () => {
+    const config = { RELAY_LINGER_MS: 5, RELAY_LINGER_MAX_MS: 20 };
+    assert.equal(relayLinger(1, config), 5);
+    assert.equal(relayLinger(10, config), 5);
+    assert.equal(relayLinger(24, config), 12);
+    assert.equal(relayLinger(40, config), 20);
+    assert.equal(relayLinger(999, config), 20);
   });
 });
