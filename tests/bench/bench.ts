@@ -153,6 +153,21 @@ async function measured<T>(label: string, seconds: number, service: Child | null
   return result;
 }
 
+/**
+ * CHECKPOINT before each measured run (and before its warm-up, which absorbs the full-page writes that
+ * follow): otherwise a checkpoint forced by the WAL volume of earlier runs lands in some runs and not in
+ * others. One did, during a freshness run: median 68 ms instead of 9. PostgreSQL's pgbench documentation
+ * gives the same advice.
+ */
+async function checkpoint() {
+  const out = await new Deno.Command("psql", {
+    args: ["-h", "127.0.0.1", "-U", "postgres", "-d", dbName, "-qAtc", "CHECKPOINT"],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!out.success) throw new Error(`CHECKPOINT failed: ${new TextDecoder().decode(out.stderr)}`);
+}
+
 async function wrkRun(label: string, url: string, script: string, tokensFile: string, service: Child | null) {
   const env = {
     BENCH_TOKENS: tokensFile,
@@ -161,6 +176,7 @@ async function wrkRun(label: string, url: string, script: string, tokensFile: st
     BENCH_PHASE: label.replace(/\W+/g, ""),
   };
   const common = { url, script: join(benchDir, script), threads: THREADS, connections: CONNECTIONS, env };
+  await checkpoint();
   if (P.warmup > 0) {
     log(`${label}: warm-up ${P.warmup}s`);
     await wrk(`${label} warm-up`, {
@@ -189,6 +205,7 @@ async function pgbenchRun(label: string, script: string, wallets: number, logDir
     wallets,
     logDir,
   };
+  await checkpoint();
   if (P.warmup > 0) await pgbench(`${label} warm-up`, { ...common, seconds: P.warmup, log: false });
   log(`${label}: pgbench -c${CONNECTIONS} -j${THREADS} for ${P.seconds}s...`);
   const result = await measured(
@@ -328,6 +345,7 @@ async function main(): Promise<BenchReport> {
     log(
       `4. freshness: ${P.freshRate} deposits/s for ${P.freshSeconds}s, polling GET every 5 ms after each 201...`,
     );
+    await checkpoint();
     const freshness: FreshnessResult = await measured(
       "4. freshness",
       P.freshSeconds,
@@ -533,6 +551,7 @@ async function roleCostScenario(sql: postgres.Sql, tokensFile: string, brokers: 
       connections: CONNECTIONS,
       env,
     };
+    await checkpoint();
     if (P.warmup > 0) {
       await wrk("role cost warm-up", {
         ...common,

@@ -227,6 +227,8 @@ export function writeReport(r: BenchReport, analysis: string | null = null): str
       "(run id, thread id, per-thread counter), sent form-urlencoded like a form client. wrk counts responses " +
       "with status >= 400 as errors. It is closed-loop, so for the steady-rate freshness scenario the bench uses " +
       "its own open-loop generator (`tests/bench/freshness.ts`; wrk2 is not packaged in Debian).",
+    "- **Every measured run starts after a `CHECKPOINT`** (before its warm-up), pgbench and service alike, so " +
+      "that a checkpoint forced by the WAL of earlier runs does not land in one run and not another.",
     "- **pgbench baselines** run before the service starts, against the same database and wallets, with " +
       `\`-M prepared -c ${s.connections} -j ${s.threads}\`; latencies come from per-transaction logs (\`-l\`). ` +
       "`tests/bench/pgbench_plain.sql` is the plain transaction (SELECT ... FOR UPDATE, UPDATE balance, INSERT " +
