@@ -30,11 +30,18 @@ export interface OutboxRow {
  * relay that had just published and deleted a shard's rows could release the lock in between: its rows would
  * still look unsent here and go out again, after newer ones. The claimed shards travel from the first
  * statement to the second in a transaction-local setting.
+ *
+ * The read must walk the `outbox_unsent` index. The outbox is a queue: nearly empty, but its file keeps the
+ * size of its largest backlog (vacuum does not truncate it, see migration 4) and its index holds dead entries
+ * until vacuumed, so the planner's estimates favour a sequential scan: measured 17 ms per cycle over a 102 MB
+ * empty file, against 0.7 ms through the index. Sequential scans are switched off for the relay's
+ * transaction, which touches the outbox only by that index and by primary key.
  */
 export async function claimUnsent(tx: Queryable, limit: number): Promise<OutboxRow[]> {
   const [, rows] = await Promise.all([
     tx`
-      SELECT set_config('mini_wallet.relay_shards', coalesce(string_agg(s::text, ','), ''), true)
+      SELECT set_config('mini_wallet.relay_shards', coalesce(string_agg(s::text, ','), ''), true),
+        set_config('enable_seqscan', 'off', true)
       FROM generate_series(0, ${OUTBOX_SHARDS - 1}::int) AS s
       WHERE pg_try_advisory_xact_lock(${RELAY_LOCK_NAMESPACE}::int, s)`,
     tx<OutboxRow[]>`
