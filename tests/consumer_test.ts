@@ -235,7 +235,7 @@ describe("balance cache consumer", () => {
         timeoutMs: 10_000,
       });
 
-      // More events, then a stop before the timer's next turn: the stop commits them.
+      // One more event, then a stop: by the timer or by the stop, nothing applied is left uncommitted.
       const { token, walletId } = wallets[0];
       const deposit = await call(pipeline.app, "POST", "/api/v1/wallet/deposits", {
         token,

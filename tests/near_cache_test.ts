@@ -45,10 +45,22 @@ async function setUp(freshnessMs = 60_000) {
   };
 }
 
-describe("near cache (Redis CLIENT TRACKING)", () => {
-  it("serves a second read from memory and drops it when another client changes the entry", async () => {
-    const t = await setUp();
+/** Run a test body against a fresh setUp, closing its connections afterwards. */
+function withCache(body: (t: Awaited<ReturnType<typeof setUp>>) => Promise<void>, freshnessMs?: number) {
+  return async () => {
+    const t = await setUp(freshnessMs);
     try {
+      await body(t);
+    } finally {
+      t.close();
+    }
+  };
+}
+
+describe("near cache (Redis CLIENT TRACKING)", () => {
+  it(
+    "serves a second read from memory and drops it when another client changes the entry",
+    withCache(async (t) => {
       const wallet = entry();
       assert.equal(await t.elsewhere.put(wallet), true);
       assert.equal((await t.cache.get(wallet.id))?.balance, "10");
@@ -61,14 +73,12 @@ describe("near cache (Redis CLIENT TRACKING)", () => {
         message: "the other client's change reaches this reader",
       });
       assert.ok(t.near.stats().invalidations >= 1, "Redis sent an invalidation");
-    } finally {
-      t.close();
-    }
-  });
+    }),
+  );
 
-  it("shows this process's own writes and evictions at once", async () => {
-    const t = await setUp();
-    try {
+  it(
+    "shows this process's own writes and evictions at once",
+    withCache(async (t) => {
       const wallet = entry();
       await t.cache.put(wallet);
       assert.equal((await t.cache.get(wallet.id))?.status, "enabled");
@@ -77,27 +87,23 @@ describe("near cache (Redis CLIENT TRACKING)", () => {
       assert.equal((await t.cache.get(wallet.id))?.status, "disabled");
       await t.cache.evict(wallet.id);
       assert.equal(await t.cache.get(wallet.id), null);
-    } finally {
-      t.close();
-    }
-  });
+    }),
+  );
 
-  it("never serves an entry past its freshness", async () => {
-    const t = await setUp(300);
-    try {
+  it(
+    "never serves an entry past its freshness",
+    withCache(async (t) => {
       const wallet = entry();
       await t.cache.put(wallet);
       assert.equal((await t.cache.get(wallet.id))?.balance, "10");
       await new Promise((resolve) => setTimeout(resolve, 400));
       assert.equal(await t.cache.get(wallet.id), null);
-    } finally {
-      t.close();
-    }
-  });
+    }, 300),
+  );
 
-  it("serves nothing kept while its invalidation connection is down, and comes back after", async () => {
-    const t = await setUp();
-    try {
+  it(
+    "serves nothing kept while its invalidation connection is down, and comes back after",
+    withCache(async (t) => {
       const wallet = entry();
       await t.elsewhere.put(wallet);
       await t.cache.get(wallet.id);
@@ -116,22 +122,18 @@ describe("near cache (Redis CLIENT TRACKING)", () => {
       const hits = t.near.stats().hits;
       assert.equal((await t.cache.get(wallet.id))?.balance, "99");
       assert.equal(t.near.stats().hits, hits + 1, "kept in memory again");
-    } finally {
-      t.close();
-    }
-  });
+    }),
+  );
 
-  it("forgets everything on FLUSHDB", async () => {
-    const t = await setUp();
-    try {
+  it(
+    "forgets everything on FLUSHDB",
+    withCache(async (t) => {
       const wallet = entry();
       await t.elsewhere.put(wallet);
       await t.cache.get(wallet.id);
       assert.equal(t.near.stats().size, 1);
       await t.other.flushdb();
       await waitUntil(async () => (await t.cache.get(wallet.id)) === null, { message: "flushed entry gone" });
-    } finally {
-      t.close();
-    }
-  });
+    }),
+  );
 });
