@@ -23,12 +23,17 @@ export interface CachedWallet {
   confirmedAt: number;
 }
 
-// Sets the hash only when the incoming version is newer than the cached one, expiring at ARGV[9] (ms since
-// epoch). An entry already past its freshness is not stored, but still removes an older cached version.
-// Atomic in Redis.
+// Sets the hash only when the incoming version is newer than the cached one, or is the same version confirmed
+// at a later moment (a fresh PostgreSQL read of an unchanged wallet: only its freshness moves on), expiring at
+// ARGV[9] (ms since epoch). An entry already past its freshness is not stored, but still removes an older
+// cached version. Atomic in Redis.
 const COMPARE_AND_SET = `
-local current = redis.call('HGET', KEYS[1], 'version')
-if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
+local current = redis.call('HMGET', KEYS[1], 'version', 'confirmed_at')
+if current[1] then
+  local cached, incoming = tonumber(current[1]), tonumber(ARGV[1])
+  if cached > incoming then return 0 end
+  if cached == incoming and tonumber(current[2]) >= tonumber(ARGV[8]) then return 0 end
+end
 local now = redis.call('TIME')
 if tonumber(ARGV[9]) <= tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) then
   redis.call('DEL', KEYS[1])
@@ -104,6 +109,16 @@ export class BalanceCache {
 
   get #freshnessMs(): number {
     return this.options.freshnessMs ?? DEFAULT_FRESHNESS_MS;
+  }
+
+  /**
+   * Whether an entry is due to be confirmed again from PostgreSQL while it still serves readers, so that a
+   * wallet read steadily never makes a reader wait for its entry to be refilled. Due after 50-90 % of the
+   * freshness, the share fixed per wallet (from its id): entries filled together are not all due together.
+   */
+  dueForRefresh(entry: CachedWallet, now = Date.now()): boolean {
+    const spread = parseInt(entry.id.slice(-4), 16) / 0x10000 || 0;
+    return entry.confirmedAt + this.#freshnessMs * (0.5 + 0.4 * spread) <= now;
   }
 
   async #load(key: string): Promise<CachedWallet | null> {

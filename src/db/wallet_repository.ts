@@ -79,6 +79,14 @@ export async function findWallet(sql: Queryable, walletId: string): Promise<Wall
   return rows.length ? toWallet(rows[0]) : null;
 }
 
+/** Read wallets without locking them; the ids that do not exist are left out. */
+export async function findWallets(sql: Queryable, walletIds: string[]): Promise<Wallet[]> {
+  const rows = await sql<WalletRow[]>`
+    SELECT id, customer_xid, status, balance, version, enabled_at, disabled_at
+    FROM wallets WHERE id = ANY(${walletIds}::uuid[])`;
+  return rows.map(toWallet);
+}
+
 /** Lock a wallet row for the rest of the transaction and read it. */
 export async function lockWallet(tx: TransactionSql, walletId: string): Promise<Wallet | null> {
   return (await lockWallets(tx, [walletId])).get(walletId) ?? null;

@@ -1,0 +1,101 @@
+/**
+ * The Redis balance cache's compare-and-set and its refresh-ahead, on the real Redis and PostgreSQL: an entry
+ * only ever moves to a newer version or to a later confirmation of the same one, and a wallet that is read
+ * steadily is confirmed again from PostgreSQL before its entry expires, without a reader waiting for it.
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { BalanceCache, type CachedWallet } from "../src/cache/balance_cache.ts";
+import { createLogger } from "../src/log.ts";
+import { WalletService } from "../src/wallet/wallet_service.ts";
+import { config, createHarness, newCustomerXid } from "./support/harness.ts";
+import { waitUntil } from "./support/topic.ts";
+
+const FRESHNESS_MS = 60_000;
+const h = createHarness();
+const cache = new BalanceCache(h.redis, { freshnessMs: FRESHNESS_MS });
+before(() => waitUntil(() => h.redis.status === "ready", { message: "Redis connected" }));
+after(() => h.close());
+
+function entry(overrides: Partial<CachedWallet> = {}): CachedWallet {
+  return {
+    id: crypto.randomUUID(),
+    customerXid: "balance-cache",
+    status: "enabled",
+    enabledAt: new Date().toISOString(),
+    disabledAt: null,
+    balance: "10",
+    version: 2,
+    confirmedAt: Date.now(),
+    ...overrides,
+  };
+}
+
+/** The Redis hash of a wallet's entry, and the milliseconds it has left. */
+async function stored(walletId: string): Promise<{ hash: Record<string, string>; ttlMs: number }> {
+  const key = `wallet:${walletId}`;
+  return { hash: await h.redis.hgetall(key), ttlMs: await h.redis.pttl(key) };
+}
+
+describe("balance cache compare-and-set", () => {
+  it("takes a newer version or a later confirmation of the same one, and nothing else", async () => {
+    const first = entry({ confirmedAt: Date.now() - 10_000 });
+    assert.equal(await cache.put(first), true);
+
+    assert.equal(await cache.put({ ...first, version: 1, balance: "5", confirmedAt: Date.now() }), false);
+    assert.equal(await cache.put(first), false, "the same confirmation again changes nothing");
+    assert.equal(await cache.put({ ...first, confirmedAt: first.confirmedAt - 1 }), false);
+    assert.equal((await stored(first.id)).hash.confirmed_at, String(first.confirmedAt));
+
+    const confirmedAgain = Date.now();
+    assert.equal(await cache.put({ ...first, confirmedAt: confirmedAgain }), true);
+    const after = await stored(first.id);
+    assert.equal(after.hash.confirmed_at, String(confirmedAgain));
+    assert.equal(after.hash.balance, "10");
+    assert.ok(after.ttlMs > FRESHNESS_MS - 5_000, `expiry moved with the confirmation (pttl ${after.ttlMs})`);
+
+    assert.equal(
+      await cache.put({ ...first, version: 3, balance: "30", confirmedAt: confirmedAgain - 5 }),
+      true,
+    );
+    assert.equal(
+      (await stored(first.id)).hash.balance,
+      "30",
+      "a newer version wins even if confirmed earlier",
+    );
+  });
+});
+
+describe("balance cache refresh-ahead", () => {
+  it("confirms a steadily read wallet from PostgreSQL before its entry expires", async () => {
+    const wallets = new WalletService({ sql: h.sql, log: createLogger(config.LOG_LEVEL), cache });
+    const wallet = await wallets.initAccount(newCustomerXid());
+    const enabled = await wallets.enable(wallet.id);
+    // An entry whose freshness is nearly used up: due for a refresh whatever its wallet's share.
+    const aging = Date.now() - Math.round(FRESHNESS_MS * 0.95);
+    await h.redis.del(`wallet:${wallet.id}`);
+    assert.equal(
+      await cache.put({
+        id: enabled.id,
+        customerXid: enabled.customerXid,
+        status: "enabled",
+        enabledAt: enabled.enabledAt!.toISOString(),
+        disabledAt: null,
+        balance: "0",
+        version: Number(enabled.version),
+        confirmedAt: aging,
+      }),
+      true,
+    );
+    assert.ok(!cache.dueForRefresh({ ...entry(), confirmedAt: Date.now() }), "a fresh entry is not due");
+
+    const read = await wallets.view(wallet.id);
+    assert.equal(read.balance, "0", "the reader is answered from the aging entry");
+    await waitUntil(async () => Number((await stored(wallet.id)).hash.confirmed_at) > aging, {
+      message: "the entry was confirmed again from PostgreSQL",
+    });
+    const refreshed = await stored(wallet.id);
+    assert.equal(refreshed.hash.version, String(enabled.version));
+    assert.ok(refreshed.ttlMs > FRESHNESS_MS - 10_000, `the entry lives on (pttl ${refreshed.ttlMs})`);
+  });
+});
