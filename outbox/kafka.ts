@@ -2,7 +2,8 @@
  * Kafka clients (kafkajs) for the relay and the consumer, configured in one place: broker addresses from
  * configuration, kafkajs logs routed to our logger, bounded retries so callers decide how to back off.
  */
-import { Kafka, type LogEntry, logLevel, Partitioners } from "kafkajs";
+import { type ISocketFactory, Kafka, type LogEntry, logLevel, Partitioners } from "kafkajs";
+import net from "node:net";
 import process from "node:process";
 import type { Logger } from "../src/log.ts";
 
@@ -19,6 +20,7 @@ export function createKafka(settings: KafkaSettings, log: Logger): Kafka {
     connectionTimeout: 3000,
     requestTimeout: 10_000,
     retry: { retries: 3, initialRetryTime: 100, maxRetryTime: 2000 },
+    socketFactory: plainSocketWithoutNagle,
     logLevel: logLevel.WARN,
     logCreator: () => ({ level, namespace, log: entry }: LogEntry) => {
       const fields = { namespace, kafka: entry.message };
@@ -27,6 +29,21 @@ export function createKafka(settings: KafkaSettings, log: Logger): Kafka {
     },
   });
 }
+
+/**
+ * kafkajs's own socket factory, without Nagle's algorithm (left on by Deno's node:net): a small request written
+ * behind a large unacknowledged one would wait for the broker's answer to it (see connectWithoutNagle in
+ * src/db/client.ts for the measurement). Plain TCP only: this service configures no TLS for Kafka.
+ */
+export const plainSocketWithoutNagle: ISocketFactory = ({ host, port, ssl, onConnect }) => {
+  if (ssl) throw new Error("TLS to Kafka is not configured in this service");
+  const socket = net.connect({ host, port }, () => {
+    socket.setNoDelay(true);
+    onConnect();
+  });
+  socket.setKeepAlive(true, 60_000); // as kafkajs's default factory
+  return socket;
+};
 
 /** The relay's producer: every message acknowledged by all in-sync replicas, one request in flight. */
 export function createOrderedProducer(kafka: Kafka) {

@@ -105,3 +105,44 @@ describe("pipelinedTransaction", () => {
     }),
   );
 });
+
+describe("the pool's own socket factory (Nagle off)", () => {
+  it("fails every query while PostgreSQL is unreachable, and never leaves a connection stuck", async () => {
+    // Port 1 on the loopback: nothing listens, so connecting is refused at once.
+    const sql = createSql("postgres://postgres@127.0.0.1:1/test", { max: 1 });
+    // A liveness guard, not a timing check: a stuck connection would otherwise hang the suite.
+    const settle = async (query: Promise<unknown>) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const stuck = new Promise((resolve) =>
+        timer = setTimeout(() => resolve("still waiting after 20 s"), 20_000)
+      );
+      try {
+        return await Promise.race([
+          query.then(() => "answered", (error: { code?: string }) => error.code ?? "error"),
+          stuck,
+        ]);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    try {
+      assert.equal(await settle(sql`SELECT 1`), "ECONNREFUSED");
+      assert.equal(await settle(sql`SELECT 1`), "ECONNREFUSED", "the next query tries again");
+    } finally {
+      await sql.end({ timeout: 1 });
+    }
+  });
+
+  it("connects to the real PostgreSQL", async () => {
+    const sql = createSql(config.DATABASE_URL, { max: 2 });
+    try {
+      const [a, b] = await Promise.all([
+        sql`SELECT pg_backend_pid() AS pid`,
+        sql`SELECT pg_backend_pid() AS pid`,
+      ]);
+      assert.ok(a[0].pid > 0 && b[0].pid > 0);
+    } finally {
+      await sql.end();
+    }
+  });
+});

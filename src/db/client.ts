@@ -1,4 +1,5 @@
 /** The PostgreSQL connection pool (postgres.js), configured once for every role. */
+import net from "node:net";
 import postgres from "postgres";
 
 export type Sql = postgres.Sql;
@@ -10,14 +11,42 @@ export function createSql(
   databaseUrl: string,
   options: { max?: number; applicationName?: string } = {},
 ): Sql {
-  return postgres(databaseUrl, {
+  // A variable, not a literal: the typings of postgres.js 3.4 omit its documented `socket` option.
+  const settings = {
     max: options.max ?? 10,
     // Notices (e.g. "relation exists, skipping") are not errors; keep logs quiet.
     onnotice: () => {},
     // Fail fast when PostgreSQL is unreachable: a request should get a 500, not hang for 30 s.
     connect_timeout: 5,
     connection: { application_name: options.applicationName ?? "mini-wallet" },
-  });
+    socket: connectWithoutNagle,
+  };
+  return postgres(databaseUrl, settings);
+}
+
+/** What postgres.js hands a custom socket factory: its parsed connection options. */
+interface SocketOptions {
+  host: string[];
+  port: number[];
+  path?: string | false;
+}
+
+/**
+ * Connect with Nagle's algorithm off. postgres.js uses `new net.Socket()`, and under Deno it keeps Nagle on:
+ * a small message written right behind a large one that is not yet acknowledged waits for that
+ * acknowledgement, which PostgreSQL sends with its answer. So a batch's COMMIT, written behind its (large)
+ * write statement, reached PostgreSQL only after the write had run: one more wait inside the row locks.
+ * Measured: a 3 kB write followed by a 10 B one took 44 ms with Nagle on and 0.09 ms with it off; spread
+ * deposits +12-17 %.
+ *
+ * The socket is handed over while still connecting (writes wait for the connection): postgres.js then sees
+ * a refused or timed-out connection through the socket's own events and retries as usual. A factory that
+ * rejects instead leaves its connection stuck for good (measured: every later query hangs).
+ */
+export function connectWithoutNagle(options: SocketOptions): net.Socket {
+  const socket = options.path ? net.connect(options.path) : net.connect(options.port[0], options.host[0]);
+  socket.once("connect", () => socket.setNoDelay(true));
+  return socket;
 }
 
 /** A statement that has not been sent yet (postgres.js queries are lazy until awaited or executed). */
