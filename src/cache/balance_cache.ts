@@ -32,7 +32,7 @@ local current = redis.call('HMGET', KEYS[1], 'version', 'confirmed_at')
 if current[1] then
   local cached, incoming = tonumber(current[1]), tonumber(ARGV[1])
   if cached > incoming then return 0 end
-  if cached == incoming and tonumber(current[2]) >= tonumber(ARGV[8]) then return 0 end
+  if cached == incoming and (tonumber(current[2]) or 0) >= tonumber(ARGV[8]) then return 0 end
 end
 local now = redis.call('TIME')
 if tonumber(ARGV[9]) <= tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) then

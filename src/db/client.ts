@@ -41,7 +41,8 @@ interface SocketOptions {
  *
  * The socket is handed over while still connecting (writes wait for the connection): postgres.js then sees
  * a refused or timed-out connection through the socket's own events and retries as usual. A factory that
- * rejects instead leaves its connection stuck for good (measured: every later query hangs).
+ * rejects instead leaves its connection stuck for good (measured: every later query hangs). Only the first
+ * host of a multi-host URL is used: the service's DATABASE_URL names one.
  */
 export function connectWithoutNagle(options: SocketOptions): net.Socket {
   const socket = options.path ? net.connect(options.path) : net.connect(options.port[0], options.host[0]);
