@@ -34,12 +34,12 @@ async function withFlushedStats(sql: Sql, body: (connection: ReservedSql) => Pro
 }
 
 describe("table upkeep", () => {
-  it("analyzes a table changed past autovacuum's threshold since its last ANALYZE, and only then", async () => {
+  it("analyzes a table that changed by more than its own size at once, and only then", async () => {
     const sql = createSql(config.DATABASE_URL, { max: 2 });
     try {
       const before = await tableStats(sql, "wallets");
-      // autovacuum's rule: 50 + 10 % of the rows the statistics know of.
-      const inserts = 60 + Math.ceil(0.1 * Math.max(0, before.tuples)) - before.modified;
+      // Past autovacuum's rule (50 + 10 % of the rows the statistics know of) and past the table's own size.
+      const inserts = 60 + Math.ceil(Math.max(0, before.tuples));
       await withFlushedStats(sql, async (connection) => {
         await connection`
           INSERT INTO wallets (id, customer_xid)
@@ -52,6 +52,37 @@ describe("table upkeep", () => {
       assert.ok(after.tuples >= inserts, "the statistics now count the rows");
       assert.equal(await analyzeStaleTables(sql).then((t) => t.includes("wallets")), false, "fresh now");
       assert.equal((await tableStats(sql, "wallets")).analyzes, before.analyzes + 1);
+    } finally {
+      await sql.end();
+    }
+  });
+
+  it("analyzes a table changed past the threshold but by less than its size at most once a minute", async () => {
+    const sql = createSql(config.DATABASE_URL, { max: 2 });
+    const insertWallets = (count: number) =>
+      withFlushedStats(sql, async (connection) => {
+        await connection`
+          INSERT INTO wallets (id, customer_xid)
+          SELECT gen_random_uuid(), 'upkeep-' || gen_random_uuid() FROM generate_series(1, ${count}::int)`;
+      });
+    try {
+      // Statistics that know of at least 1,000 rows, taken just now.
+      await insertWallets(1000 + Math.ceil(Math.max(0, (await tableStats(sql, "wallets")).tuples)));
+      assert.ok((await analyzeStaleTables(sql)).includes("wallets"));
+      const known = await tableStats(sql, "wallets");
+      // Past 50 + 10 %, short of the table's size.
+      await insertWallets(60 + Math.ceil(0.1 * known.tuples));
+      assert.equal(
+        (await analyzeStaleTables(sql)).includes("wallets"),
+        false,
+        "analyzed less than a minute ago",
+      );
+      assert.equal((await tableStats(sql, "wallets")).analyzes, known.analyzes);
+      assert.ok(
+        (await analyzeStaleTables(sql, { minIntervalMs: 0 })).includes("wallets"),
+        "once the time is up",
+      );
+      assert.equal((await tableStats(sql, "wallets")).analyzes, known.analyzes + 1);
     } finally {
       await sql.end();
     }
