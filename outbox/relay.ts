@@ -13,13 +13,7 @@
  */
 import type { Kafka, Message, Producer } from "kafkajs";
 import type { Config } from "../src/config.ts";
-import {
-  pipelinedTransaction,
-  type ReservedSql,
-  type Sql,
-  type UnsentStatement,
-  type WriteStep,
-} from "../src/db/client.ts";
+import { pipelinedTransaction, type ReservedSql, type Sql, type WriteStep } from "../src/db/client.ts";
 import {
   backlog,
   claimUnsent,
@@ -89,10 +83,6 @@ export function relayLinger(
   config: Pick<Config, "RELAY_LINGER_MS" | "RELAY_LINGER_MAX_MS">,
 ): number {
   return Math.min(config.RELAY_LINGER_MAX_MS, Math.max(config.RELAY_LINGER_MS, handled / 2));
-}
-
-function statementsOf(statement: UnsentStatement | null): UnsentStatement[] {
-  return statement ? [statement] : [];
 }
 
 /** Start the relay loop in the background. */
@@ -172,7 +162,7 @@ export function startRelay(options: RelayOptions): RunningRelay {
         // A database error from here on rolls back: the rows stay unsent and go again (a harmless duplicate).
         return {
           result: { handled: rows.length, published: rows, ackedAt: Date.now() },
-          statements: statementsOf(markSent(tx, rows.map((r) => r.id))),
+          statements: [markSent(tx, rows.map((r) => r.id))],
         };
       },
     );
@@ -216,7 +206,7 @@ export function startRelay(options: RelayOptions): RunningRelay {
     }
     return {
       result: { handled: sent.length + blockedWallets.size, published: sent, ackedAt: Date.now() },
-      statements: statementsOf(markSent(tx, sent.map((r) => r.id))),
+      statements: [markSent(tx, sent.map((r) => r.id))],
     };
   }
 

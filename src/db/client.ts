@@ -55,10 +55,10 @@ export interface UnsentStatement {
   execute(): Promise<unknown>;
 }
 
-/** What the write step of a pipelinedTransaction decided: its result, and the statements to send. */
+/** What the write step of a pipelinedTransaction decided: its result, and the statements to send (null: none). */
 export interface WriteStep<T> {
   result: T;
-  statements: UnsentStatement[];
+  statements: Array<UnsentStatement | null>;
 }
 
 /**
@@ -86,7 +86,7 @@ export async function pipelinedTransaction<R, T>(
     const begun = tx`BEGIN`.execute();
     const [, readResult] = await Promise.all([begun, read(tx)]);
     const { result, statements } = await write(readResult, tx);
-    await Promise.all([...statements.map((statement) => statement.execute()), tx`COMMIT`.execute()]);
+    await Promise.all([...statements.flatMap((s) => s ? [s.execute()] : []), tx`COMMIT`.execute()]);
     return result;
   } catch (error) {
     // Ends the transaction if it is still open; after COMMIT (even a failed one) this is a harmless no-op.

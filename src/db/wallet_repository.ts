@@ -74,9 +74,7 @@ export async function upsertWalletForCustomer(sql: Queryable, customerXid: strin
 
 /** Read a wallet without locking it. */
 export async function findWallet(sql: Queryable, walletId: string): Promise<Wallet | null> {
-  const rows = await sql<WalletRow[]>`
-    SELECT id, customer_xid, status, balance, version, enabled_at, disabled_at FROM wallets WHERE id = ${walletId}`;
-  return rows.length ? toWallet(rows[0]) : null;
+  return (await findWallets(sql, [walletId]))[0] ?? null;
 }
 
 /** Read wallets without locking them; the ids that do not exist are left out. */

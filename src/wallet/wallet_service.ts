@@ -196,8 +196,7 @@ export class WalletService {
               });
             }
           }
-          const write = writeWalletChanges(tx, changes);
-          return { result: results, statements: write ? [write] : [] };
+          return { result: results, statements: [writeWalletChanges(tx, changes)] };
         },
       );
       if (outcomes.some((o) => o.kind === "created")) this.#onOutboxWritten();
