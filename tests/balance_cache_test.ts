@@ -5,10 +5,10 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { BalanceCache, type CachedWallet } from "../src/cache/balance_cache.ts";
+import { BalanceCache } from "../src/cache/balance_cache.ts";
 import { createLogger } from "../src/log.ts";
 import { WalletService } from "../src/wallet/wallet_service.ts";
-import { config, createHarness, newCustomerXid } from "./support/harness.ts";
+import { cachedWalletEntry, config, createHarness, newCustomerXid } from "./support/harness.ts";
 import { waitUntil } from "./support/topic.ts";
 
 const FRESHNESS_MS = 60_000;
@@ -16,20 +16,6 @@ const h = createHarness();
 const cache = new BalanceCache(h.redis, { freshnessMs: FRESHNESS_MS });
 before(() => waitUntil(() => h.redis.status === "ready", { message: "Redis connected" }));
 after(() => h.close());
-
-function entry(overrides: Partial<CachedWallet> = {}): CachedWallet {
-  return {
-    id: crypto.randomUUID(),
-    customerXid: "balance-cache",
-    status: "enabled",
-    enabledAt: new Date().toISOString(),
-    disabledAt: null,
-    balance: "10",
-    version: 2,
-    confirmedAt: Date.now(),
-    ...overrides,
-  };
-}
 
 /** The Redis hash of a wallet's entry, and the milliseconds it has left. */
 async function stored(walletId: string): Promise<{ hash: Record<string, string>; ttlMs: number }> {
@@ -39,7 +25,7 @@ async function stored(walletId: string): Promise<{ hash: Record<string, string>;
 
 describe("balance cache compare-and-set", () => {
   it("takes a newer version or a later confirmation of the same one, and nothing else", async () => {
-    const first = entry({ confirmedAt: Date.now() - 10_000 });
+    const first = cachedWalletEntry({ confirmedAt: Date.now() - 10_000 });
     assert.equal(await cache.put(first), true);
 
     assert.equal(await cache.put({ ...first, version: 1, balance: "5", confirmedAt: Date.now() }), false);
@@ -87,7 +73,10 @@ describe("balance cache refresh-ahead", () => {
       }),
       true,
     );
-    assert.ok(!cache.dueForRefresh({ ...entry(), confirmedAt: Date.now() }), "a fresh entry is not due");
+    assert.ok(
+      !cache.dueForRefresh({ ...cachedWalletEntry(), confirmedAt: Date.now() }),
+      "a fresh entry is not due",
+    );
 
     const read = await wallets.view(wallet.id);
     assert.equal(read.balance, "0", "the reader is answered from the aging entry");

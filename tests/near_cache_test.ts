@@ -7,22 +7,8 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { BalanceCache, type CachedWallet, createRedis } from "../src/cache/balance_cache.ts";
 import { NearCache } from "../src/cache/near_cache.ts";
-import { config } from "./support/harness.ts";
+import { cachedWalletEntry, config } from "./support/harness.ts";
 import { waitUntil } from "./support/topic.ts";
-
-function entry(overrides: Partial<CachedWallet> = {}): CachedWallet {
-  return {
-    id: crypto.randomUUID(),
-    customerXid: "near-cache",
-    status: "enabled",
-    enabledAt: new Date().toISOString(),
-    disabledAt: null,
-    balance: "10",
-    version: 2,
-    confirmedAt: Date.now(),
-    ...overrides,
-  };
-}
 
 /** A BalanceCache with a near cache, and a plain one standing for another process (e.g. the consumer). */
 async function setUp(freshnessMs = 60_000) {
@@ -61,7 +47,7 @@ describe("near cache (Redis CLIENT TRACKING)", () => {
   it(
     "serves a second read from memory and drops it when another client changes the entry",
     withCache(async (t) => {
-      const wallet = entry();
+      const wallet = cachedWalletEntry();
       assert.equal(await t.elsewhere.put(wallet), true);
       assert.equal((await t.cache.get(wallet.id))?.balance, "10");
       const before = t.near.stats();
@@ -79,7 +65,7 @@ describe("near cache (Redis CLIENT TRACKING)", () => {
   it(
     "shows this process's own writes and evictions at once",
     withCache(async (t) => {
-      const wallet = entry();
+      const wallet = cachedWalletEntry();
       await t.cache.put(wallet);
       assert.equal((await t.cache.get(wallet.id))?.status, "enabled");
       assert.equal((await t.cache.get(wallet.id))?.status, "enabled"); // now kept in memory
@@ -93,7 +79,7 @@ describe("near cache (Redis CLIENT TRACKING)", () => {
   it(
     "never serves an entry past its freshness",
     withCache(async (t) => {
-      const wallet = entry();
+      const wallet = cachedWalletEntry();
       await t.cache.put(wallet);
       assert.equal((await t.cache.get(wallet.id))?.balance, "10");
       await new Promise((resolve) => setTimeout(resolve, 400));
@@ -104,7 +90,7 @@ describe("near cache (Redis CLIENT TRACKING)", () => {
   it(
     "serves nothing kept while its invalidation connection is down, and comes back after",
     withCache(async (t) => {
-      const wallet = entry();
+      const wallet = cachedWalletEntry();
       await t.elsewhere.put(wallet);
       await t.cache.get(wallet.id);
       assert.equal(t.near.stats().size, 1);
@@ -128,7 +114,7 @@ describe("near cache (Redis CLIENT TRACKING)", () => {
   it(
     "forgets everything on FLUSHDB",
     withCache(async (t) => {
-      const wallet = entry();
+      const wallet = cachedWalletEntry();
       await t.elsewhere.put(wallet);
       await t.cache.get(wallet.id);
       assert.equal(t.near.stats().size, 1);

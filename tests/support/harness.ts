@@ -5,7 +5,7 @@
 import { parseConfig } from "../../src/config.ts";
 import { createApp } from "../../src/app.ts";
 import { createTokenService, type TokenService } from "../../src/auth/tokens.ts";
-import { BalanceCache, createRedis } from "../../src/cache/balance_cache.ts";
+import { BalanceCache, type CachedWallet, createRedis } from "../../src/cache/balance_cache.ts";
 import { createSql, type Sql } from "../../src/db/client.ts";
 import { createLogger } from "../../src/log.ts";
 import { WalletService } from "../../src/wallet/wallet_service.ts";
@@ -44,6 +44,21 @@ export function createHarness(options: { poolSize?: number } = {}): Harness {
       redis.disconnect();
       await sql.end({ timeout: 5 });
     },
+  };
+}
+
+/** A cache entry of a wallet that exists only in the cache (a fresh id), confirmed now unless overridden. */
+export function cachedWalletEntry(overrides: Partial<CachedWallet> = {}): CachedWallet {
+  return {
+    id: crypto.randomUUID(),
+    customerXid: "cache-test",
+    status: "enabled",
+    enabledAt: new Date().toISOString(),
+    disabledAt: null,
+    balance: "10",
+    version: 2,
+    confirmedAt: Date.now(),
+    ...overrides,
   };
 }
 
