@@ -86,6 +86,10 @@ const configSchema = z.object({
   // arrived meanwhile. Measured against 2: fewer, larger batches, 3-17 % less CPU per deposit, more deposits/s.
   WRITE_BATCH_CONCURRENCY: positiveInt("WRITE_BATCH_CONCURRENCY").max(100).default(1),
   WRITE_BATCH_MAX: positiveInt("WRITE_BATCH_MAX").max(10000).default(500),
+  // Wallets whose last committed state an API process keeps: their next batch is decided on it and written in
+  // one round trip, compared-and-set on the version (src/wallet/known_wallets.ts). 0: every batch locks first.
+  WRITE_KNOWN_WALLETS: z.coerce.number({ error: "WRITE_KNOWN_WALLETS must be a whole number" }).int().min(0)
+    .max(10_000_000).default(10_000),
   METRICS_LOG_INTERVAL_MS: z.coerce.number({ error: "METRICS_LOG_INTERVAL_MS must be a whole number" }).int()
     .min(0).default(60_000),
   RELAY_BATCH_SIZE: positiveInt("RELAY_BATCH_SIZE").max(10000).default(1000),

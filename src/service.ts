@@ -55,12 +55,14 @@ export function startService(config: Config, log: Logger): RunningService {
   }
 
   let port: number | null = null;
+  let wallets: WalletService | null = null;
   if (roles.has("api")) {
-    const wallets = new WalletService({
+    wallets = new WalletService({
       sql,
       log,
       cache,
       batching: { maxConcurrent: config.WRITE_BATCH_CONCURRENCY, maxBatch: config.WRITE_BATCH_MAX },
+      knownWallets: config.WRITE_KNOWN_WALLETS,
       // A local relay is woken directly; relays in other processes get a coalesced NOTIFY.
       onOutboxWritten: relay ? () => relay.wake() : createOutboxHint(sql, log),
     });
@@ -79,9 +81,14 @@ export function startService(config: Config, log: Logger): RunningService {
 
   // Until metrics are exported, the pipeline's counters (and the near cache's) go to the log now and then
   // (0 turns this off).
-  if (config.METRICS_LOG_INTERVAL_MS > 0 && (roles.has("relay") || roles.has("consumer") || near)) {
+  if (config.METRICS_LOG_INTERVAL_MS > 0) {
     const timer = setInterval(
-      () => log.info("pipeline metrics", { ...metrics.snapshot(), nearCache: near?.stats() }),
+      () =>
+        log.info("pipeline metrics", {
+          ...metrics.snapshot(),
+          nearCache: near?.stats(),
+          walletWrites: wallets?.writeStats(),
+        }),
       config.METRICS_LOG_INTERVAL_MS,
     );
     stops.push(() => Promise.resolve(clearInterval(timer)));

@@ -140,25 +140,114 @@ export async function writeWalletChange(tx: TransactionSql, change: WalletChange
  * Write decided changes of any number of wallets in ONE statement: the wallets' new state, their new
  * transactions and their outbox rows. Called inside the transaction that holds the wallet locks, so it is one
  * round trip under the locks whatever the batch size. Returned unsent (null when there is nothing to write),
- * so the caller can pipeline it with COMMIT.
- *
- * The rows travel as one JSON document (JSON.stringify is native, and the events go in as JSON, not as
- * escaped text inside a text[] literal): per-element array encoding was the client's largest cost here.
- * Money and versions are sent as decimal strings, so no value passes through a JavaScript number.
+ * so the caller can pipeline it with COMMIT. The rows travel as one JSON document (changesDocument).
  */
 export function writeWalletChanges(
   tx: TransactionSql | ReservedSql,
   changes: WalletChange[],
 ): UnsentStatement | null {
   if (changes.length === 0) return null;
-  const document = {
-    wallets: changes.map(({ wallet: w }) => ({
+  // tx.json: postgres.js stringifies it once; a string passed here would arrive as one JSON string scalar.
+  return tx`
+    WITH input AS (SELECT ${tx.json(changesDocument(changes))}::json AS doc),
+    updated AS (
+      UPDATE wallets SET status = w.status, balance = w.balance, version = w.version,
+        enabled_at = w.enabled_at, disabled_at = w.disabled_at, updated_at = now()
+      FROM input, json_to_recordset(input.doc -> 'wallets')
+        AS w(id uuid, status text, balance bigint, version bigint, enabled_at timestamptz, disabled_at timestamptz)
+      WHERE wallets.id = w.id
+    ), recorded AS (
+      INSERT INTO wallet_transactions (id, wallet_id, type, status, amount, reference_id, balance_after, created_at)
+      SELECT t.id, t.wallet_id, t.type, t.status, t.amount, t.reference_id, t.balance_after, t.created_at
+      FROM input, json_to_recordset(input.doc -> 'transactions')
+        AS t(id uuid, wallet_id uuid, type text, status text, amount bigint, reference_id text,
+          balance_after bigint, created_at timestamptz)
+    )
+    INSERT INTO outbox (event_id, wallet_id, shard, wallet_version, event_type, payload)
+    SELECT o.event_id, o.wallet_id, o.shard, o.wallet_version, o.event_type, o.payload
+    FROM input, json_to_recordset(input.doc -> 'outbox')
+      AS o(event_id uuid, wallet_id uuid, shard smallint, wallet_version bigint, event_type text, payload json)`;
+}
+
+/** A change decided on a wallet state this process expects to find: written only if the version is still it. */
+export interface ExpectedWalletChange extends WalletChange {
+  expectedVersion: bigint;
+}
+
+/**
+ * Write changes decided WITHOUT a lock, each only if its wallet is still at the version it was decided on
+ * and none of its reference ids is used yet: ONE statement, sent on its own, so it is its own transaction
+ * and its COMMIT travels in the same round trip. No client round trip happens inside the row locks.
+ *
+ * - The wallet rows are locked `FOR UPDATE` in id order first (as lockWallets does, so overlapping batches
+ *   of several processes cannot deadlock). A row locked by another transaction is waited for, and then its
+ *   newest committed version is what the compare below sees.
+ * - A wallet passes when its locked version is the expected one: every change of a wallet bumps its version,
+ *   so an equal version means the state the rules decided on is the state in the table. Its reference ids
+ *   must be unused too (a retry of an earlier request is answered by the locked path, which replays it).
+ * - Wallets that pass get their new state, ledger rows and outbox rows; the others get nothing. Per wallet
+ *   it is all or nothing, and the ids returned are the wallets written.
+ */
+export async function writeWalletChangesIfCurrent(
+  sql: Queryable,
+  changes: ExpectedWalletChange[],
+): Promise<Set<string>> {
+  if (changes.length === 0) return new Set();
+  const rows = await sql<{ id: string }[]>`
+    WITH input AS (SELECT ${sql.json(changesDocument(changes))}::json AS doc),
+    w AS (
+      SELECT w.* FROM input, json_to_recordset(input.doc -> 'wallets')
+        AS w(id uuid, expected_version bigint, status text, balance bigint, version bigint,
+          enabled_at timestamptz, disabled_at timestamptz)
+    ), t AS (
+      SELECT t.* FROM input, json_to_recordset(input.doc -> 'transactions')
+        AS t(id uuid, wallet_id uuid, type text, status text, amount bigint, reference_id text,
+          balance_after bigint, created_at timestamptz)
+    ), locked AS (
+      SELECT id, version FROM wallets WHERE id IN (SELECT id FROM w) ORDER BY id FOR UPDATE
+    ), current AS (
+      SELECT w.* FROM w JOIN locked ON locked.id = w.id AND locked.version = w.expected_version
+      WHERE NOT EXISTS (
+        SELECT 1 FROM t JOIN wallet_transactions used
+          ON used.wallet_id = t.wallet_id AND used.reference_id = t.reference_id
+        WHERE t.wallet_id = w.id
+      )
+    ), updated AS (
+      UPDATE wallets SET status = c.status, balance = c.balance, version = c.version,
+        enabled_at = c.enabled_at, disabled_at = c.disabled_at, updated_at = now()
+      FROM current c
+      WHERE wallets.id = c.id
+      RETURNING wallets.id
+    ), recorded AS (
+      INSERT INTO wallet_transactions (id, wallet_id, type, status, amount, reference_id, balance_after, created_at)
+      SELECT t.id, t.wallet_id, t.type, t.status, t.amount, t.reference_id, t.balance_after, t.created_at
+      FROM t WHERE t.wallet_id IN (SELECT id FROM current)
+    ), queued AS (
+      INSERT INTO outbox (event_id, wallet_id, shard, wallet_version, event_type, payload)
+      SELECT o.event_id, o.wallet_id, o.shard, o.wallet_version, o.event_type, o.payload
+      FROM input, json_to_recordset(input.doc -> 'outbox')
+        AS o(event_id uuid, wallet_id uuid, shard smallint, wallet_version bigint, event_type text, payload json)
+      WHERE o.wallet_id IN (SELECT id FROM current)
+    )
+    SELECT id FROM updated`;
+  return new Set(rows.map((row) => row.id));
+}
+
+/**
+ * The rows of decided changes as one JSON document (JSON.stringify is native, and the events go in as JSON,
+ * not as escaped text inside a text[] literal): per-element array encoding was the client's largest cost
+ * here. Money and versions are decimal strings, so no value passes through a JavaScript number.
+ */
+function changesDocument(changes: Array<WalletChange & { expectedVersion?: bigint }>): postgres.JSONValue {
+  return {
+    wallets: changes.map(({ wallet: w, expectedVersion }) => ({
       id: w.id,
       status: w.status,
       balance: w.balance.toString(),
       version: w.version.toString(),
       enabled_at: w.enabledAt?.toISOString() ?? null,
       disabled_at: w.disabledAt?.toISOString() ?? null,
+      expected_version: expectedVersion?.toString() ?? null,
     })),
     transactions: changes.flatMap((c) =>
       c.transactions.map((t) => ({
@@ -179,30 +268,10 @@ export function writeWalletChanges(
         shard: outboxShard(o.walletId),
         wallet_version: o.version.toString(),
         event_type: o.type,
-        payload: o.payload,
+        payload: o.payload as unknown as postgres.JSONValue,
       }))
     ),
   };
-  // tx.json: postgres.js stringifies it once; a string passed here would arrive as one JSON string scalar.
-  return tx`
-    WITH input AS (SELECT ${tx.json(document as unknown as postgres.JSONValue)}::json AS doc),
-    updated AS (
-      UPDATE wallets SET status = w.status, balance = w.balance, version = w.version,
-        enabled_at = w.enabled_at, disabled_at = w.disabled_at, updated_at = now()
-      FROM input, json_to_recordset(input.doc -> 'wallets')
-        AS w(id uuid, status text, balance bigint, version bigint, enabled_at timestamptz, disabled_at timestamptz)
-      WHERE wallets.id = w.id
-    ), recorded AS (
-      INSERT INTO wallet_transactions (id, wallet_id, type, status, amount, reference_id, balance_after, created_at)
-      SELECT t.id, t.wallet_id, t.type, t.status, t.amount, t.reference_id, t.balance_after, t.created_at
-      FROM input, json_to_recordset(input.doc -> 'transactions')
-        AS t(id uuid, wallet_id uuid, type text, status text, amount bigint, reference_id text,
-          balance_after bigint, created_at timestamptz)
-    )
-    INSERT INTO outbox (event_id, wallet_id, shard, wallet_version, event_type, payload)
-    SELECT o.event_id, o.wallet_id, o.shard, o.wallet_version, o.event_type, o.payload
-    FROM input, json_to_recordset(input.doc -> 'outbox')
-      AS o(event_id uuid, wallet_id uuid, shard smallint, wallet_version bigint, event_type text, payload json)`;
 }
 
 /** A page of a wallet's history, oldest first, after the given sequence number. */

@@ -1,6 +1,8 @@
 /**
- * The wallet use cases: each runs the wallet rules against the wallet as locked in PostgreSQL and persists
- * the decision, its ledger rows and its outbox rows in one transaction. Knows nothing of HTTP.
+ * The wallet use cases: each runs the wallet rules against the wallet's current state and persists the
+ * decision, its ledger rows and its outbox rows in one transaction that holds the wallet's row lock. The
+ * state is either the row as locked, or the state this process last committed, checked under the lock by
+ * its version. Knows nothing of HTTP.
  */
 import { pipelinedTransaction, type Sql } from "../db/client.ts";
 import {
@@ -14,16 +16,19 @@ import {
   type WalletChange,
   writeWalletChange,
   writeWalletChanges,
+  writeWalletChangesIfCurrent,
 } from "../db/wallet_repository.ts";
 import type { BalanceCache, CachedWallet } from "../cache/balance_cache.ts";
 import type { Logger } from "../log.ts";
 import { centsToDecimal } from "./money.ts";
 import { WriteBatcher, type WriteBatcherOptions } from "./wallet_batcher.ts";
+import { KnownWallets } from "./known_wallets.ts";
 import { WalletRefusedError } from "./wallet_errors.ts";
 import {
   decideDisable,
   decideEnable,
   decideMoneyRequests,
+  type MoneyDecision,
   type MoneyOutcome,
   type MoneyRequest,
   replayRefusal,
@@ -41,6 +46,33 @@ export interface WalletServiceOptions {
   onOutboxWritten?: () => void;
   /** How money requests are grouped into transactions. */
   batching?: WriteBatcherOptions;
+  /**
+   * Wallets whose last committed state this process keeps, so their next batch is written in one round trip
+   * (see known_wallets.ts); 0 decides every batch on locked rows. Default 10,000.
+   */
+  knownWallets?: number;
+}
+
+/** How many wallets each write path wrote: counted per wallet per batch. */
+export interface WriteStats {
+  /** Written in one round trip on the state this process knew. */
+  onKnownState: number;
+  /**
+   * Decided on the known state, but its version had moved or a reference id was already used: decided again
+   * on the locked row.
+   */
+  versionMoved: number;
+  /** Decided on the known state, but the statement failed (outcome unknown): decided again on the locked row. */
+  knownStateFailed: number;
+  /** Decided on the locked row (no known state, a refusal or replay to decide, or a moved version). */
+  onLockedState: number;
+}
+
+/** The requests of one wallet in a batch, and their places in the batch. */
+interface WalletRequests {
+  walletId: string;
+  positions: number[];
+  requests: MoneyRequest[];
 }
 
 /** What GET /api/v1/wallet shows. */
@@ -68,6 +100,13 @@ export class WalletService {
   readonly #cache?: BalanceCache;
   readonly #onOutboxWritten: () => void;
   readonly #batcher: WriteBatcher<MoneyRequest, MoneyOutcome>;
+  readonly #known: KnownWallets;
+  readonly #writeStats: WriteStats = {
+    onKnownState: 0,
+    versionMoved: 0,
+    knownStateFailed: 0,
+    onLockedState: 0,
+  };
   /** Wallets whose cache entry is due to be confirmed again; read together, in the background. */
   readonly #refreshDue = new Set<string>();
   #refreshing = false;
@@ -78,6 +117,12 @@ export class WalletService {
     this.#cache = options.cache;
     this.#onOutboxWritten = options.onOutboxWritten ?? (() => {});
     this.#batcher = new WriteBatcher((entries) => this.#runMoneyBatch(entries), options.batching);
+    this.#known = new KnownWallets(options.knownWallets ?? 10_000);
+  }
+
+  /** What the write paths did so far (a copy). */
+  writeStats(): WriteStats {
+    return { ...this.#writeStats };
   }
 
   /** Create the customer's account and (disabled) wallet, or find the existing ones. */
@@ -144,50 +189,129 @@ export class WalletService {
   }
 
   /**
-   * One transaction for a batch of requests on any number of wallets, in two round trips: BEGIN, the locks
-   * (wallets in id order) and the reference ids already used go out together; the wallet rules decide; the
-   * one write statement and COMMIT go out together.
+   * A batch of requests on any number of wallets. Wallets whose state this process knows are decided on it
+   * and written in ONE round trip, compared-and-set on their version (#writeOnKnownState); the rest, and any
+   * whose version moved, are decided on their locked rows (#writeOnLockedState).
    */
   async #runMoneyBatch(
     entries: Array<{ key: string; item: MoneyRequest }>,
   ): Promise<Array<MoneyOutcome | Error>> {
-    const groups = new Map<string, { positions: number[]; requests: MoneyRequest[] }>();
+    const groups = new Map<string, WalletRequests>();
     entries.forEach(({ key, item }, position) => {
       let group = groups.get(key);
-      if (!group) groups.set(key, group = { positions: [], requests: [] });
+      if (!group) groups.set(key, group = { walletId: key, positions: [], requests: [] });
       group.positions.push(position);
       group.requests.push(item);
     });
+    const results: Array<MoneyOutcome | Error> = new Array(entries.length);
+    const left = await this.#writeOnKnownState([...groups.values()], results);
+    if (left.length > 0) await this.#writeOnLockedState(left, results);
+    if (results.some((r) => !(r instanceof Error) && r.kind === "created")) this.#onOutboxWritten();
+    return results;
+  }
+
+  /**
+   * Decide each wallet's requests on the state this process last committed for it, and write every wallet
+   * that is still at that version in one statement (its own transaction, so its COMMIT rides in the same
+   * round trip). Only wallets whose every request is created are written this way: a refusal or a replay
+   * must be decided on the row as it is now, not as it was. Returns the groups left for the locked path.
+   */
+  async #writeOnKnownState(
+    groups: WalletRequests[],
+    results: Array<MoneyOutcome | Error>,
+  ): Promise<WalletRequests[]> {
+    const now = new Date();
+    const left: WalletRequests[] = [];
+    const decided: Array<{ group: WalletRequests; decision: MoneyDecision; expectedVersion: bigint }> = [];
+    for (const group of groups) {
+      const known = this.#known.get(group.walletId);
+      if (!known || known.status !== "enabled") {
+        left.push(group);
+        continue;
+      }
+      const decision = decideMoneyRequests(known, group.requests, new Map(), now);
+      if (decision.outcomes.every((o) => o.kind === "created")) {
+        decided.push({ group, decision, expectedVersion: known.version });
+      } else {
+        left.push(group);
+      }
+    }
+    if (decided.length === 0) return left;
+    let written: Set<string> | null;
     try {
+      written = await writeWalletChangesIfCurrent(
+        this.#sql,
+        decided.map(({ decision, expectedVersion }) => ({
+          wallet: decision.wallet,
+          transactions: decision.newTransactions,
+          outbox: decision.outbox,
+          expectedVersion,
+        })),
+      );
+    } catch (error) {
+      // The outcome is unknown: the locked path finds out (a committed request is replayed by its reference).
+      this.#log.warn("write on known state failed; deciding on locked rows", {
+        wallets: decided.length,
+        error,
+      });
+      written = null;
+    }
+    for (const { group, decision } of decided) {
+      if (written?.has(group.walletId)) {
+        this.#known.remember(decision.wallet);
+        decision.outcomes.forEach((outcome, i) => results[group.positions[i]] = outcome);
+        this.#writeStats.onKnownState++;
+      } else {
+        this.#known.forget(group.walletId);
+        if (written) this.#writeStats.versionMoved++;
+        else this.#writeStats.knownStateFailed++;
+        left.push(group);
+      }
+    }
+    return left;
+  }
+
+  /**
+   * One transaction for the given wallets, in two round trips: BEGIN, the locks (wallets in id order) and
+   * the reference ids already used go out together; the wallet rules decide; the one write statement and
+   * COMMIT go out together. Fills in the results of the groups' requests.
+   */
+  async #writeOnLockedState(groups: WalletRequests[], results: Array<MoneyOutcome | Error>): Promise<void> {
+    try {
+      const committed: Wallet[] = [];
       const outcomes = await pipelinedTransaction(
         this.#sql,
         (tx) =>
           Promise.all([
-            lockWallets(tx, [...groups.keys()]),
+            lockWallets(tx, groups.map((g) => g.walletId)),
             findTransactionsByReference(
               tx,
-              entries.map(({ key, item }) => ({ walletId: key, referenceId: item.referenceId })),
+              groups.flatMap((g) =>
+                g.requests.map((r) => ({ walletId: g.walletId, referenceId: r.referenceId }))
+              ),
             ),
           ]),
         ([locked, recorded], tx) => {
           const now = new Date();
-          const results: MoneyOutcome[] = new Array(entries.length);
+          const outcomes = new Map<WalletRequests, MoneyOutcome[]>();
           const changes: WalletChange[] = [];
-          for (const [walletId, group] of groups) {
-            const wallet = locked.get(walletId);
+          for (const group of groups) {
+            const wallet = locked.get(group.walletId);
             if (!wallet) {
-              for (const position of group.positions) {
-                results[position] = { kind: "refused", refusal: "wallet_not_found" };
-              }
+              outcomes.set(
+                group,
+                group.requests.map(() => ({ kind: "refused", refusal: "wallet_not_found" })),
+              );
               continue;
             }
             const decision = decideMoneyRequests(
               wallet,
               group.requests,
-              recorded.get(walletId) ?? new Map(),
+              recorded.get(wallet.id) ?? new Map(),
               now,
             );
-            decision.outcomes.forEach((outcome, i) => results[group.positions[i]] = outcome);
+            outcomes.set(group, decision.outcomes);
+            committed.push(decision.wallet);
             if (decision.newTransactions.length > 0) {
               changes.push({
                 wallet: decision.wallet,
@@ -196,18 +320,33 @@ export class WalletService {
               });
             }
           }
-          return { result: results, statements: [writeWalletChanges(tx, changes)] };
+          return { result: outcomes, statements: [writeWalletChanges(tx, changes)] };
         },
       );
-      if (outcomes.some((o) => o.kind === "created")) this.#onOutboxWritten();
-      return outcomes;
+      for (const wallet of committed) this.#known.remember(wallet);
+      this.#writeStats.onLockedState += committed.length;
+      for (const [group, groupOutcomes] of outcomes) {
+        groupOutcomes.forEach((outcome, i) => results[group.positions[i]] = outcome);
+      }
     } catch (error) {
-      if (entries.length === 1) return [asError(error)];
+      for (const group of groups) this.#known.forget(group.walletId);
+      const requests = groups.reduce((n, g) => n + g.requests.length, 0);
+      if (requests === 1) {
+        results[groups[0].positions[0]] = asError(error);
+        return;
+      }
       // One bad request must not fail its neighbours: each is retried in a transaction of its own.
-      this.#log.warn("write batch failed; retrying its requests one by one", { size: entries.length, error });
-      const results: Array<MoneyOutcome | Error> = [];
-      for (const entry of entries) results.push(...await this.#runMoneyBatch([entry]));
-      return results;
+      this.#log.warn("write batch failed; retrying its requests one by one", { size: requests, error });
+      for (const group of groups) {
+        for (let i = 0; i < group.requests.length; i++) {
+          const single = {
+            walletId: group.walletId,
+            positions: [group.positions[i]],
+            requests: [group.requests[i]],
+          };
+          await this.#writeOnLockedState([single], results);
+        }
+      }
     }
   }
 
@@ -226,6 +365,7 @@ export class WalletService {
       return decided;
     });
     if (decision.kind === "refused") throw new WalletRefusedError(decision.refusal);
+    this.#known.remember(decision.wallet);
     this.#onOutboxWritten();
     // Status changes take effect at once for readers of the cache too, not only after the event arrives.
     const entry = toCached(decision.wallet, now.getTime());

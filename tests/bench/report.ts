@@ -233,9 +233,11 @@ export function writeReport(r: BenchReport, analysis: string | null = null): str
       `\`-M prepared -c ${s.connections} -j ${s.threads}\`; latencies come from per-transaction logs (\`-l\`). ` +
       "`tests/bench/pgbench_plain.sql` is the plain transaction (SELECT ... FOR UPDATE, UPDATE balance, INSERT " +
       "transaction, INSERT outbox: one statement each); `tests/bench/pgbench_project.sql` is the SQL the " +
-      "service's write path sends for one deposit (`src/db/wallet_repository.ts`: lockWallets, " +
-      "findTransactionsByReference, writeWalletChanges). Their outbox rows are marked sent afterwards so the " +
-      "relay never sees them.",
+      "service's write path sends for one deposit on a wallet whose state it knows (`src/db/wallet_repository.ts`: " +
+      "writeWalletChangesIfCurrent, one statement, its own transaction), after an unlocked SELECT that stands " +
+      "in for the state the service keeps in memory. Its transactions that wrote nothing (another client moved " +
+      "the version between the two) count as errors, and its rate is of deposits written. The outbox rows of " +
+      "both are deleted afterwards so the relay never sees them.",
     "- Scenario 1's baseline is `tests/bench/bare_hono.ts`: Hono on `Deno.serve`, answering a small JSON of the " +
       "same shape with no auth, cache or database, under the same wrk script and connections.",
     "",
