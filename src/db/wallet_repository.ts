@@ -140,32 +140,32 @@ export async function writeWalletChange(tx: TransactionSql, change: WalletChange
  * Write decided changes of any number of wallets in ONE statement: the wallets' new state, their new
  * transactions and their outbox rows. Called inside the transaction that holds the wallet locks, so it is one
  * round trip under the locks whatever the batch size. Returned unsent (null when there is nothing to write),
- * so the caller can pipeline it with COMMIT. The rows travel as one JSON document (changesDocument).
+ * so the caller can pipeline it with COMMIT. The rows travel as JSON documents (changesDocuments).
  */
 export function writeWalletChanges(
   tx: TransactionSql | ReservedSql,
   changes: WalletChange[],
 ): UnsentStatement | null {
   if (changes.length === 0) return null;
+  const doc = changesDocuments(changes);
   // tx.json: postgres.js stringifies it once; a string passed here would arrive as one JSON string scalar.
   return tx`
-    WITH input AS (SELECT ${tx.json(changesDocument(changes))}::json AS doc),
-    updated AS (
+    WITH updated AS (
       UPDATE wallets SET status = w.status, balance = w.balance, version = w.version,
         enabled_at = w.enabled_at, disabled_at = w.disabled_at, updated_at = now()
-      FROM input, json_to_recordset(input.doc -> 'wallets')
+      FROM json_to_recordset(${tx.json(doc.wallets)}::json)
         AS w(id uuid, status text, balance bigint, version bigint, enabled_at timestamptz, disabled_at timestamptz)
       WHERE wallets.id = w.id
     ), recorded AS (
       INSERT INTO wallet_transactions (id, wallet_id, type, status, amount, reference_id, balance_after, created_at)
       SELECT t.id, t.wallet_id, t.type, t.status, t.amount, t.reference_id, t.balance_after, t.created_at
-      FROM input, json_to_recordset(input.doc -> 'transactions')
+      FROM json_to_recordset(${tx.json(doc.transactions)}::json)
         AS t(id uuid, wallet_id uuid, type text, status text, amount bigint, reference_id text,
           balance_after bigint, created_at timestamptz)
     )
     INSERT INTO outbox (event_id, wallet_id, shard, wallet_version, event_type, payload)
     SELECT o.event_id, o.wallet_id, o.shard, o.wallet_version, o.event_type, o.payload
-    FROM input, json_to_recordset(input.doc -> 'outbox')
+    FROM json_to_recordset(${tx.json(doc.outbox)}::json)
       AS o(event_id uuid, wallet_id uuid, shard smallint, wallet_version bigint, event_type text, payload json)`;
 }
 
@@ -187,31 +187,35 @@ export interface ExpectedWalletChange extends WalletChange {
  *   must be unused too (a retry of an earlier request is answered by the locked path, which replays it).
  * - Wallets that pass get their new state, ledger rows and outbox rows; the others get nothing. Per wallet
  *   it is all or nothing, and the ids returned are the wallets written.
+ *
+ * Measured on 16 deposits (EXPLAIN ANALYZE): one JSON document for all three parts was parsed once per part
+ * (0.4 ms each), and a reference check per wallet over every transaction of the batch grew with its square
+ * (1.2 ms); hence three documents, one join for the references, and the ids as an array for the index.
  */
 export async function writeWalletChangesIfCurrent(
   sql: Queryable,
   changes: ExpectedWalletChange[],
 ): Promise<Set<string>> {
   if (changes.length === 0) return new Set();
+  const doc = changesDocuments(changes);
   const rows = await sql<{ id: string }[]>`
-    WITH input AS (SELECT ${sql.json(changesDocument(changes))}::json AS doc),
-    w AS (
-      SELECT w.* FROM input, json_to_recordset(input.doc -> 'wallets')
+    WITH w AS (
+      SELECT w.* FROM json_to_recordset(${sql.json(doc.wallets)}::json)
         AS w(id uuid, expected_version bigint, status text, balance bigint, version bigint,
           enabled_at timestamptz, disabled_at timestamptz)
     ), t AS (
-      SELECT t.* FROM input, json_to_recordset(input.doc -> 'transactions')
+      SELECT t.* FROM json_to_recordset(${sql.json(doc.transactions)}::json)
         AS t(id uuid, wallet_id uuid, type text, status text, amount bigint, reference_id text,
           balance_after bigint, created_at timestamptz)
     ), locked AS (
-      SELECT id, version FROM wallets WHERE id IN (SELECT id FROM w) ORDER BY id FOR UPDATE
+      SELECT id, version FROM wallets WHERE id = ANY(${changes.map((c) => c.wallet.id)}::uuid[])
+      ORDER BY id FOR UPDATE
+    ), reused AS (
+      SELECT DISTINCT t.wallet_id FROM t JOIN wallet_transactions used
+        ON used.wallet_id = t.wallet_id AND used.reference_id = t.reference_id
     ), current AS (
       SELECT w.* FROM w JOIN locked ON locked.id = w.id AND locked.version = w.expected_version
-      WHERE NOT EXISTS (
-        SELECT 1 FROM t JOIN wallet_transactions used
-          ON used.wallet_id = t.wallet_id AND used.reference_id = t.reference_id
-        WHERE t.wallet_id = w.id
-      )
+      WHERE w.id NOT IN (SELECT wallet_id FROM reused)
     ), updated AS (
       UPDATE wallets SET status = c.status, balance = c.balance, version = c.version,
         enabled_at = c.enabled_at, disabled_at = c.disabled_at, updated_at = now()
@@ -225,7 +229,7 @@ export async function writeWalletChangesIfCurrent(
     ), queued AS (
       INSERT INTO outbox (event_id, wallet_id, shard, wallet_version, event_type, payload)
       SELECT o.event_id, o.wallet_id, o.shard, o.wallet_version, o.event_type, o.payload
-      FROM input, json_to_recordset(input.doc -> 'outbox')
+      FROM json_to_recordset(${sql.json(doc.outbox)}::json)
         AS o(event_id uuid, wallet_id uuid, shard smallint, wallet_version bigint, event_type text, payload json)
       WHERE o.wallet_id IN (SELECT id FROM current)
     )
@@ -234,20 +238,21 @@ export async function writeWalletChangesIfCurrent(
 }
 
 /**
- * The rows of decided changes as one JSON document (JSON.stringify is native, and the events go in as JSON,
- * not as escaped text inside a text[] literal): per-element array encoding was the client's largest cost
- * here. Money and versions are decimal strings, so no value passes through a JavaScript number.
+ * The rows of decided changes as JSON documents, one per table, each parsed once by PostgreSQL
+ * (JSON.stringify is native, and the events go in as JSON, not as escaped text inside a text[] literal):
+ * per-element array encoding was the client's largest cost here. Money and versions are decimal strings, so
+ * no value passes through a JavaScript number.
  */
-function changesDocument(changes: Array<WalletChange & { expectedVersion?: bigint }>): postgres.JSONValue {
+function changesDocuments(changes: Array<WalletChange & { expectedVersion?: bigint }>) {
   return {
     wallets: changes.map(({ wallet: w, expectedVersion }) => ({
       id: w.id,
+      expected_version: expectedVersion?.toString() ?? null,
       status: w.status,
       balance: w.balance.toString(),
       version: w.version.toString(),
       enabled_at: w.enabledAt?.toISOString() ?? null,
       disabled_at: w.disabledAt?.toISOString() ?? null,
-      expected_version: expectedVersion?.toString() ?? null,
     })),
     transactions: changes.flatMap((c) =>
       c.transactions.map((t) => ({
@@ -268,9 +273,9 @@ function changesDocument(changes: Array<WalletChange & { expectedVersion?: bigin
         shard: outboxShard(o.walletId),
         wallet_version: o.version.toString(),
         event_type: o.type,
-        payload: o.payload as unknown as postgres.JSONValue,
+        payload: o.payload,
       }))
-    ),
+    ) as unknown as postgres.JSONValue,
   };
 }
 
