@@ -360,3 +360,36 @@ describe("GET /health", () => {
     await response.body?.cancel();
   });
 });
+
+describe("routing", () => {
+  let harness: Harness;
+  before(() => {
+    harness = createHarness();
+  });
+  after(async () => {
+    await harness?.close();
+  });
+
+  it("every route fits Hono's RegExpRouter, so no request is routed by the slower TrieRouter", async () => {
+    const response = await harness.app.request("/health"); // the smart router settles on its first match
+    await response.body?.cancel();
+    // deno-lint-ignore no-explicit-any -- SmartRouter's activeRouter is not in Hono's public typings
+    assert.equal((harness.app.router as any).activeRouter.name, "RegExpRouter");
+  });
+
+  it("serves the Swagger UI files, its init script, and redirects index.html", async () => {
+    const init = await harness.app.request("/swagger/init.js");
+    assert.equal(init.status, 200);
+    assert.match(init.headers.get("content-type") ?? "", /^text\/javascript/);
+    assert.match(await init.text(), /openapi\.json/);
+    const css = await harness.app.request("/swagger/swagger-ui.css");
+    assert.equal(css.status, 200);
+    await css.body?.cancel();
+    const index = await harness.app.request("/swagger/index.html");
+    assert.equal(index.status, 301);
+    assert.equal(index.headers.get("location"), "/swagger");
+    const unknown = await harness.app.request("/swagger/nothing.js");
+    assert.equal(unknown.status, 404);
+    assert.equal((await unknown.json()).status, "fail");
+  });
+});

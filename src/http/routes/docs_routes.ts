@@ -67,13 +67,15 @@ export function docsRoutes(api: OpenAPIHono<never>) {
     .get("/openapi.json", (c) => c.json(document))
     .get("/swagger", (c) => c.html(INDEX_HTML))
     .get("/swagger/", (c) => c.redirect("/swagger", 301))
-    .get("/swagger/index.html", (c) => c.redirect("/swagger", 301))
-    .get(
-      "/swagger/init.js",
-      (c) => c.body(INIT_JS, 200, { "content-type": "text/javascript; charset=utf-8" }),
-    )
+    // One parameterised route for every file under /swagger/: static siblings of a parameter make Hono's
+    // RegExpRouter refuse the app, and then every request of the API is routed by the slower TrieRouter
+    // (measured: its `search` was 7.7 % of the cached GET's CPU).
     .get("/swagger/:asset", async (c) => {
       const name = c.req.param("asset");
+      if (name === "index.html") return c.redirect("/swagger", 301);
+      if (name === "init.js") {
+        return c.body(INIT_JS, 200, { "content-type": "text/javascript; charset=utf-8" });
+      }
       const type = ASSETS[name];
       if (!type) return c.notFound();
       let bytes = assetCache.get(name);
