@@ -79,7 +79,7 @@ export function startService(config: Config, log: Logger): RunningService {
   }
   log.info("started", { roles: [...roles] });
 
-  // Until metrics are exported, the pipeline's counters (and the near cache's) go to the log now and then
+  // Until metrics are exported, the pipeline's counters (and the near cache's and the write paths') go to the log now and then
   // (0 turns this off).
   if (config.METRICS_LOG_INTERVAL_MS > 0) {
     const timer = setInterval(

@@ -34,6 +34,7 @@ describe("parseConfig", () => {
     assert.equal(config.JWT_SECRET, EXAMPLE_JWT_SECRET);
     assert.equal(config.LOG_LEVEL, "info");
     assert.deepEqual(config.ROLES, ["api", "relay", "consumer"]);
+    assert.equal(config.WRITE_KNOWN_WALLETS, 10_000);
   });
 
   it("treats empty strings as unset", () => {
@@ -65,6 +66,10 @@ describe("parseConfig", () => {
   it("rejects an unknown role", () => assertOneProblem({ ROLES: "api,admin" }, "ROLES"));
   it("rejects a short JWT secret", () => assertOneProblem({ JWT_SECRET: "short" }, "JWT_SECRET"));
   it("rejects an unknown LOG_LEVEL", () => assertOneProblem({ LOG_LEVEL: "verbose" }, "LOG_LEVEL"));
+  it("rejects a negative WRITE_KNOWN_WALLETS", () =>
+    assertOneProblem({ WRITE_KNOWN_WALLETS: "-1" }, "WRITE_KNOWN_WALLETS"));
+  it("takes WRITE_KNOWN_WALLETS=0 (every batch locks first)", () =>
+    assert.equal(parseConfig({ WRITE_KNOWN_WALLETS: "0" }).WRITE_KNOWN_WALLETS, 0));
   it("refuses the example secret in production", () =>
     assertOneProblem({ APP_ENV: "production" }, "JWT_SECRET"));
 

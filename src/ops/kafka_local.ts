@@ -243,8 +243,9 @@ export function storageFormatArgs(paths: ReturnType<typeof kafkaPaths>, clusterI
     "kafka.tools.StorageTool",
     "format",
     "--standalone",
-    "--cluster-id",
-    clusterId,
+    // One argument with `=`: a random cluster id starts with "-" one time in 64, and as a separate argument
+    // the tool then takes it for an option (seen in CI: "argument --cluster-id/-t: expected one argument").
+    `--cluster-id=${clusterId}`,
     "--config",
     paths.properties,
   ];
