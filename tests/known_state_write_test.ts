@@ -12,9 +12,11 @@ import { decideMoneyRequests, type Wallet } from "../src/wallet/wallet_rules.ts"
 
 let one: Harness;
 let two: Harness;
+/** How long a wallet another process wrote stays on the locked path, in these services. */
+const CONTENDED_MS = 300;
 before(() => {
-  one = createHarness({ poolSize: 4 });
-  two = createHarness({ poolSize: 4 });
+  one = createHarness({ poolSize: 4, contendedMs: CONTENDED_MS });
+  two = createHarness({ poolSize: 4, contendedMs: CONTENDED_MS });
 });
 after(async () => {
   await one.close();
@@ -65,10 +67,29 @@ describe("writes on the known state", () => {
     assert.equal(stats.versionMoved - before.versionMoved, 1);
     assert.equal(stats.onLockedState - before.onLockedState, 1);
     await assertBooks(one, walletId, 100n);
-    // Known again from the locked row: the next one goes the short way.
+    // Contended: the next batch goes straight to the locked path...
     await one.wallets.deposit(walletId, 1n, crypto.randomUUID());
-    assert.equal(one.wallets.writeStats().onKnownState - stats.onKnownState, 1);
-    await assertBooks(one, walletId, 101n);
+    const contended = one.wallets.writeStats();
+    assert.equal(contended.onLockedState - stats.onLockedState, 1);
+    assert.equal(contended.versionMoved, stats.versionMoved);
+    // ...and once the contention is over, a locked write makes it known again and the short way is back.
+    await new Promise((resolve) => setTimeout(resolve, CONTENDED_MS + 50));
+    await one.wallets.deposit(walletId, 1n, crypto.randomUUID());
+    await one.wallets.deposit(walletId, 1n, crypto.randomUUID());
+    assert.equal(one.wallets.writeStats().onKnownState - contended.onKnownState, 1);
+    await assertBooks(one, walletId, 103n);
+  });
+
+  it("a wallet two processes write in turn stops paying for a stale known state", async () => {
+    const { walletId } = await enabledWallet(one.app);
+    const moved = () => one.wallets.writeStats().versionMoved + two.wallets.writeStats().versionMoved;
+    const before = moved();
+    for (let i = 0; i < 20; i++) {
+      await (i % 2 ? two : one).wallets.deposit(walletId, 10n, crypto.randomUUID());
+    }
+    // Each service misses once, then keeps the wallet on the locked path (without that: 18 misses).
+    assert.ok(moved() - before <= 2, `${moved() - before} misses`);
+    await assertBooks(one, walletId, 200n);
   });
 
   it("a used reference id is refused by the statement itself and replayed by the locked path", async () => {
@@ -175,7 +196,7 @@ describe("KnownWallets", () => {
   });
 
   it("keeps the newest version, forgets on demand, and drops the least recently written past its size", () => {
-    const known = new KnownWallets(2);
+    const known = new KnownWallets({ maxEntries: 2 });
     known.remember(wallet("a", 3n));
     known.remember(wallet("a", 2n)); // an older report arriving late
     assert.equal(known.get("a")!.version, 3n);
@@ -189,8 +210,21 @@ describe("KnownWallets", () => {
     assert.equal(known.get("a"), undefined);
   });
 
+  it("does not keep a contended wallet until its time is over", () => {
+    let now = 1_000;
+    const known = new KnownWallets({ maxEntries: 10, contendedMs: 100, now: () => now });
+    known.remember(wallet("a", 1n));
+    known.contended("a");
+    assert.equal(known.get("a"), undefined);
+    known.remember(wallet("a", 2n));
+    assert.equal(known.get("a"), undefined, "kept out while contended");
+    now += 100;
+    known.remember(wallet("a", 3n));
+    assert.equal(known.get("a")!.version, 3n);
+  });
+
   it("keeps nothing with a size of 0", () => {
-    const known = new KnownWallets(0);
+    const known = new KnownWallets({ maxEntries: 0 });
     known.remember(wallet("a", 1n));
     assert.equal(known.size, 0);
   });

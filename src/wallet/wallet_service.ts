@@ -51,6 +51,8 @@ export interface WalletServiceOptions {
    * (see known_wallets.ts); 0 decides every batch on locked rows. Default 10,000.
    */
   knownWallets?: number;
+  /** How long a wallet another process wrote is decided on locked rows only (ms). Default 5,000. */
+  contendedMs?: number;
 }
 
 /** How many wallets each write path wrote: counted per wallet per batch. */
@@ -59,7 +61,7 @@ export interface WriteStats {
   onKnownState: number;
   /**
    * Decided on the known state, but its version had moved or a reference id was already used: decided again
-   * on the locked row.
+   * on the locked row, and the wallet is decided on locked rows only for a while (`contendedMs`).
    */
   versionMoved: number;
   /** Decided on the known state, but the statement failed (outcome unknown): decided again on the locked row. */
@@ -117,7 +119,10 @@ export class WalletService {
     this.#cache = options.cache;
     this.#onOutboxWritten = options.onOutboxWritten ?? (() => {});
     this.#batcher = new WriteBatcher((entries) => this.#runMoneyBatch(entries), options.batching);
-    this.#known = new KnownWallets(options.knownWallets ?? 10_000);
+    this.#known = new KnownWallets({
+      maxEntries: options.knownWallets ?? 10_000,
+      contendedMs: options.contendedMs,
+    });
   }
 
   /** What the write paths did so far (a copy). */
@@ -262,9 +267,13 @@ export class WalletService {
         decision.outcomes.forEach((outcome, i) => results[group.positions[i]] = outcome);
         this.#writeStats.onKnownState++;
       } else {
-        this.#known.forget(group.walletId);
-        if (written) this.#writeStats.versionMoved++;
-        else this.#writeStats.knownStateFailed++;
+        if (written) {
+          this.#known.contended(group.walletId);
+          this.#writeStats.versionMoved++;
+        } else {
+          this.#known.forget(group.walletId);
+          this.#writeStats.knownStateFailed++;
+        }
         left.push(group);
       }
     }

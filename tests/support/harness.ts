@@ -24,14 +24,22 @@ export interface Harness {
 }
 
 /** Build the app against the test database and Redis. Close it in `after()`. */
-export function createHarness(options: { poolSize?: number; knownWallets?: number } = {}): Harness {
+export function createHarness(
+  options: { poolSize?: number; knownWallets?: number; contendedMs?: number } = {},
+): Harness {
   const sql = createSql(config.DATABASE_URL, { max: options.poolSize ?? 10 });
   const redis = createRedis(config.REDIS_URL);
   redis.on("error", () => {});
   const cache = new BalanceCache(redis, { freshnessMs: config.CACHE_FRESHNESS_MS });
   const log = createLogger(config.LOG_LEVEL);
   const tokens = createTokenService({ secret: config.JWT_SECRET, ttlSeconds: config.TOKEN_TTL_SECONDS });
-  const wallets = new WalletService({ sql, log, cache, knownWallets: options.knownWallets });
+  const wallets = new WalletService({
+    sql,
+    log,
+    cache,
+    knownWallets: options.knownWallets,
+    contendedMs: options.contendedMs,
+  });
   const app = createApp({ wallets, tokens, log });
   return {
     sql,
