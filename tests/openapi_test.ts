@@ -345,7 +345,7 @@ describe("GET /openapi.json", () => {
   });
 });
 
-describe("GET /health", () => {
+describe("GET /health, and the routing of every path", () => {
   let harness: Harness;
   before(() => {
     harness = createHarness();
@@ -358,16 +358,6 @@ describe("GET /health", () => {
     const response = await harness.app.request("/health");
     assert.equal(response.status, 200);
     await response.body?.cancel();
-  });
-});
-
-describe("routing", () => {
-  let harness: Harness;
-  before(() => {
-    harness = createHarness();
-  });
-  after(async () => {
-    await harness?.close();
   });
 
   it("every route fits Hono's RegExpRouter, so no request is routed by the slower TrieRouter", async () => {
