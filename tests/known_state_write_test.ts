@@ -177,12 +177,24 @@ describe("writeWalletChangesIfCurrent", () => {
       await tx`INSERT INTO wallet_transactions (id, wallet_id, type, status, amount, reference_id, balance_after)
         VALUES (${crypto.randomUUID()}, ${walletId}, 'deposit', 'success', 5, ${crypto.randomUUID()}, 5)`;
       written = writeWalletChangesIfCurrent(one.sql, [stale]); // blocks on the row lock held here
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.ok(await lockWaiterSeen(), "the statement never waited on the row lock");
     });
     assert.deepEqual([...await written!], []);
     await assertBooks(one, walletId, 5n);
   });
 });
+
+/** True once a backend other than ours waits on a lock in the one-round-trip write (polled for up to 5 s). */
+async function lockWaiterSeen(): Promise<boolean> {
+  for (let i = 0; i < 100; i++) {
+    const [{ n }] = await one.sql<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM pg_stat_activity
+      WHERE wait_event_type = 'Lock' AND query LIKE '%expected_version%' AND pid <> pg_backend_pid()`;
+    if (n > 0) return true;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return false;
+}
 
 describe("KnownWallets", () => {
   const wallet = (id: string, version: bigint): Wallet => ({
