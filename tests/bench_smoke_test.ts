@@ -5,11 +5,15 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { closingSections, keptAnalysis } from "./bench/report.ts";
 
 describe("bench smoke run", () => {
   it("runs every scenario and writes a report with numbers", async () => {
     const dir = await Deno.makeTempDir({ prefix: "bench-smoke-" });
     const report = `${dir}/benchmarks.md`;
+    // The lead's analysis in an earlier report is kept.
+    const analysis = `Lead's analysis ${crypto.randomUUID()}.`;
+    await Deno.writeTextFile(report, `# Benchmarks\n\n## What limits it\n\n${analysis}\n`);
     try {
       const out = await new Deno.Command(Deno.execPath(), {
         args: ["run", "-A", "tests/bench/bench.ts", "--smoke", "--report", report],
@@ -53,10 +57,29 @@ describe("bench smoke run", () => {
           `no CPU per deposit for the ${role} role`,
         );
       }
+      assert.ok(md.includes(`## What limits it\n\n${analysis}`), "the lead's analysis was dropped");
       assert.match(md, /deno: \d+\.\d+\.\d+/);
       assert.match(md, /`deno task bench`/);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
+  });
+});
+
+describe("bench report's closing sections", () => {
+  const analysis = "What limits it, by the lead.";
+  it("keep the lead's analysis when every target was met, and ask for none", () => {
+    const text = closingSections([], analysis).join("\n");
+    assert.equal(keptAnalysis(text), analysis);
+    assert.ok(!text.includes("Targets missed"));
+    assert.equal(closingSections([], null).length, 0);
+  });
+  it("list the misses, then keep the analysis, or ask for one", () => {
+    const kept = closingSections(["3. hot wallet p99: 9 ms over"], analysis).join("\n");
+    assert.match(kept, /## Targets missed: by how much\n\n- 3\. hot wallet p99: 9 ms over\./);
+    assert.equal(keptAnalysis(kept), analysis);
+    const asked = closingSections(["3. hot wallet p99: 9 ms over"], null).join("\n");
+    assert.match(asked, /PLACEHOLDER/);
+    assert.equal(keptAnalysis(asked), null, "a placeholder is never kept as the analysis");
   });
 });

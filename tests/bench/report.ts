@@ -366,20 +366,25 @@ export function writeReport(r: BenchReport, analysis: string | null = null): str
       "",
     ]),
   );
-  if (missed.length > 0) {
+  lines.push(...closingSections(missed.map((t) => `${t.scenario}: ${t.miss}`), analysis));
+  return lines.join("\n");
+}
+
+/**
+ * The report's end: the targets this run missed, then the lead's analysis. The analysis stays whether or not
+ * this run met every target (on a noisy machine the next run may not, and what limits each figure is worth
+ * knowing either way); without one, a run that missed a target asks the lead for it.
+ */
+export function closingSections(misses: string[], analysis: string | null): string[] {
+  const lines: string[] = [];
+  if (misses.length > 0) {
+    lines.push("## Targets missed: by how much", "", ...misses.map((miss) => `- ${miss}.`), "");
+  }
+  if (analysis) lines.push(ANALYSIS_HEADING, "", analysis, "");
+  else if (misses.length > 0) {
     lines.push(
-      "## Targets missed: by how much",
-      "",
-      ...missed.map((t) => `- ${t.scenario}: ${t.miss}.`),
-      "",
       ANALYSIS_HEADING,
       "",
-    );
-    if (analysis) {
-      lines.push(analysis, "");
-      return lines.join("\n");
-    }
-    lines.push(
       "> **PLACEHOLDER — for the lead to fill.** Explain, for each missed target above, what limits it, using the",
       "> profile tables (CPU split between postgres, deno and java per run; service CPU in cores) and the",
       "> baselines (pgbench shows what PostgreSQL alone does on this machine). This paragraph is written by the",
@@ -387,7 +392,7 @@ export function writeReport(r: BenchReport, analysis: string | null = null): str
       "",
     );
   }
-  return lines.join("\n");
+  return lines;
 }
 
 /** Service CPU per deposit: all roles in one process (scenario 2), and each role in its own process. */
