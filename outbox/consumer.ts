@@ -113,9 +113,11 @@ export function startConsumer(options: ConsumerOptions): RunningConsumer {
         groupId: config.KAFKA_CONSUMER_GROUP,
         sessionTimeout: 10_000,
         heartbeatInterval: 1000,
-        // Fresh over frugal: a fetch returns as soon as there is data, and a quiet topic is asked every 20 ms.
+        // A fetch returns as soon as there is data (minBytes 1), so the wait only bounds how long the broker
+        // holds a fetch on a quiet topic. At 20 ms the idle consumer used 7 % of a core on fetch round trips
+        // (3 % at 250 ms); the delay from a deposit to the cache did not move (measured at 20 and 500/s).
         minBytes: 1,
-        maxWaitTimeInMs: 20,
+        maxWaitTimeInMs: 250,
         retry: { retries: 5 },
       });
       try {
