@@ -89,6 +89,12 @@ export interface WalletView {
 
 /** Most wallets confirmed again by one background read. */
 const REFRESH_BATCH = 500;
+/**
+ * How long due wallets gather before a background read starts. Started at once, the reads carried 1.6 wallets
+ * each (about 300 statements a second for 470 wallets a second under a cached-GET load over 1,000 wallets);
+ * an entry is due long before it expires (50-90 % of its freshness), so waiting this long costs nothing.
+ */
+const REFRESH_GATHER_MS = 20;
 
 /** A page of the transaction history. */
 export interface TransactionPage {
@@ -386,16 +392,17 @@ export class WalletService {
    * Confirm a wallet's cache entry from PostgreSQL before it expires. Without this, every entry of a wallet
    * that is read but not written expires after the freshness, and its next readers wait for PostgreSQL; the
    * entries filled together expire together, so their refills come in bursts (measured: p99 of the cached GET
-   * 15 ms at a 3 s freshness, 9 ms at 5 s). Due wallets are read in one statement and written with one
-   * pipelined compare-and-set each, at most one such read in flight per process.
+   * 15 ms at a 3 s freshness, 9 ms at 5 s). Due wallets gather for REFRESH_GATHER_MS, then are read in one
+   * statement and compared-and-set in one script call; at most one such read in flight per process.
    */
   #refreshAhead(walletId: string): void {
     this.#refreshDue.add(walletId);
-    if (!this.#refreshing) void this.#refreshDueWallets();
+    if (this.#refreshing) return; // a read is gathering or in flight; the wallet rides it or the next one
+    this.#refreshing = true;
+    setTimeout(() => void this.#refreshDueWallets(), REFRESH_GATHER_MS);
   }
 
   async #refreshDueWallets(): Promise<void> {
-    this.#refreshing = true;
     try {
       while (this.#refreshDue.size > 0) {
         const ids = [...this.#refreshDue].slice(0, REFRESH_BATCH);
