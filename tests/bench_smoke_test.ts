@@ -5,6 +5,7 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { Kafka, logLevel } from "kafkajs";
 import { closingSections, keptAnalysis } from "./bench/report.ts";
 
 describe("bench smoke run", () => {
@@ -22,6 +23,17 @@ describe("bench smoke run", () => {
       const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
       assert.equal(out.code, 0, `bench --smoke failed:\n${text.slice(-3000)}`);
       const md = await Deno.readTextFile(report);
+      // The run leaves none of its Kafka topics behind.
+      const runId = /, run (\S+),/.exec(text)?.[1];
+      assert.ok(runId, "the bench names its run");
+      const admin = new Kafka({ brokers: ["127.0.0.1:9092"], logLevel: logLevel.NOTHING }).admin();
+      await admin.connect();
+      try {
+        const left = (await admin.listTopics()).filter((t) => t.startsWith(`wallet.bench.${runId}`));
+        assert.deepEqual(left, [], "the run's topics were deleted");
+      } finally {
+        await admin.disconnect();
+      }
       for (
         const heading of [
           "## Summary",

@@ -739,5 +739,29 @@ try {
 } finally {
   clearInterval(sampler);
   for (const child of [...children]) await child.stop();
+  await deleteRunTopics();
 }
 Deno.exit(exitCode);
+
+/**
+ * Delete this run's topics (`wallet.bench.<run>*`): each run makes six, and a broker left with hundreds of
+ * them from earlier runs is not the broker the next run should measure.
+ */
+async function deleteRunTopics() {
+  const admin = new Kafka({
+    clientId: `bench-cleanup-${runId}`,
+    brokers: ["127.0.0.1:9092"],
+    logLevel: logLevel.NOTHING,
+  })
+    .admin();
+  try {
+    await admin.connect();
+    const topics = (await admin.listTopics()).filter((t) => t === TOPIC || t.startsWith(`${TOPIC}.`));
+    if (topics.length > 0) await admin.deleteTopics({ topics, timeout: 30_000 });
+    log(`deleted this run's ${topics.length} Kafka topics`);
+  } catch (error) {
+    log(`warning: could not delete this run's Kafka topics: ${(error as Error).message}`);
+  } finally {
+    await admin.disconnect().catch(() => {});
+  }
+}
