@@ -66,6 +66,7 @@ const runId = Date.now().toString(36);
 const dbName = smoke ? "mini_wallet_bench_smoke" : "mini_wallet_bench";
 const DATABASE_URL = `postgres://postgres@127.0.0.1:5432/${dbName}`;
 const REDIS_URL = `redis://127.0.0.1:6379/${smoke ? 13 : 14}`;
+const KAFKA_BROKER = "127.0.0.1:9092";
 const TOPIC = `wallet.bench.${runId}`;
 const DRAIN_TOPIC = `wallet.bench.${runId}.drain`;
 const BARE_PORT = P.port + 1;
@@ -84,7 +85,7 @@ function serviceEnv(extra: Record<string, string> = {}): Record<string, string> 
     APP_ENV: "development",
     DATABASE_URL,
     REDIS_URL,
-    KAFKA_BROKERS: "127.0.0.1:9092",
+    KAFKA_BROKERS: KAFKA_BROKER,
     KAFKA_TOPIC: TOPIC,
     KAFKA_CONSUMER_GROUP: `bench-${runId}`,
     KAFKA_CLIENT_ID: `mini-wallet-bench-${runId}`,
@@ -520,7 +521,7 @@ async function waitForDrain(sql: postgres.Sql, timeoutMs: number) {
   // events (a hot-wallet run leaves tens of thousands on one partition): wait until its group has no lag.
   const kafka = new Kafka({
     clientId: `bench-lag-${runId}`,
-    brokers: ["127.0.0.1:9092"],
+    brokers: [KAFKA_BROKER],
     logLevel: logLevel.NOTHING,
   });
   const admin = kafka.admin();
@@ -750,7 +751,7 @@ Deno.exit(exitCode);
 async function deleteRunTopics() {
   const admin = new Kafka({
     clientId: `bench-cleanup-${runId}`,
-    brokers: ["127.0.0.1:9092"],
+    brokers: [KAFKA_BROKER],
     logLevel: logLevel.NOTHING,
   })
     .admin();
