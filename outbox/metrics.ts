@@ -33,6 +33,8 @@ export class PipelineMetrics {
   published = 0;
   /** Publish attempts that failed (a whole batch counts once). */
   publishFailures = 0;
+  /** Relay cycles that failed (Kafka or PostgreSQL unreachable, say); each is followed by a backoff. */
+  relayCycleFailures = 0;
   /** Rows moved to the dead-letter table. */
   deadLettered = 0;
   /** Unsent outbox rows at the last measurement, and the age of the oldest. */
@@ -67,6 +69,7 @@ export class PipelineMetrics {
     return {
       published: this.published,
       publishFailures: this.publishFailures,
+      relayCycleFailures: this.relayCycleFailures,
       publishRatePerSecond: this.publishRate(),
       deadLettered: this.deadLettered,
       unsent: this.unsent,

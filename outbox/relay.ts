@@ -93,6 +93,7 @@ export function startRelay(options: RelayOptions): RunningRelay {
   let producer: Producer | null = null;
   let running = true;
   let wakeUp: (() => void) | null = null;
+  let endBackoff: (() => void) | null = null;
   let pendingWake = false;
   let stopUpkeepWait = () => {};
   let lastRetention = 0;
@@ -104,6 +105,7 @@ export function startRelay(options: RelayOptions): RunningRelay {
     wakeUp?.();
   }
 
+  /** Wait `ms`, cut short by a wake-up (rows were committed) or by stop. */
   function sleep(ms: number): Promise<void> {
     if (pendingWake || !running) return Promise.resolve();
     return new Promise((resolve) => {
@@ -114,6 +116,24 @@ export function startRelay(options: RelayOptions): RunningRelay {
         resolve();
       }
       wakeUp = done;
+    });
+  }
+
+  /**
+   * Wait `ms` after a failed cycle, cut short only by stop. Wake-ups must not end it: under write load every
+   * commit wakes the relay, and a Kafka outage would turn the backoff into back-to-back retries (seen: one
+   * failed cycle every 0.3 s while the log said "backoffMs": 5000).
+   */
+  function backOff(ms: number): Promise<void> {
+    if (!running) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        endBackoff = null;
+        resolve();
+      }
+      endBackoff = done;
     });
   }
 
@@ -264,10 +284,10 @@ export function startRelay(options: RelayOptions): RunningRelay {
         else await new Promise((resolve) => setTimeout(resolve, relayLinger(handled, config)));
         await sleep(config.RELAY_SWEEP_MS);
       } catch (error) {
+        metrics.relayCycleFailures++;
         log.warn("relay cycle failed; backing off", { error, backoffMs: backoff });
         if (isTransientKafkaError(error)) await dropProducer();
-        await sleep(backoff);
-        pendingWake = false;
+        await backOff(backoff);
         backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
       }
     }
@@ -284,6 +304,7 @@ export function startRelay(options: RelayOptions): RunningRelay {
     async stop() {
       running = false;
       wakeUp?.();
+      endBackoff?.();
       stopUpkeepWait();
       await Promise.all([loop, upkeep]);
       await (await listening)?.unlisten().catch(() => {});

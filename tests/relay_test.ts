@@ -119,6 +119,35 @@ describe("outbox relay under failure", () => {
     }
   });
 
+  it("keeps backing off while Kafka is unreachable, however often commits wake it", async () => {
+    // A port nothing listens on: every cycle fails at connect, quickly.
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const deadPort = listener.addr.port;
+    listener.close();
+    const pipeline = createPipeline({ topic: "mw-test.unreachable", brokers: [`127.0.0.1:${deadPort}`] });
+    const relay = pipeline.startRelay({ sweepMs: 20 });
+    // Commits under load wake the relay all the time; here every 5 ms.
+    const waker = setInterval(() => relay.wake(), 5);
+    const failedAt: number[] = [];
+    try {
+      await waitUntil(() => {
+        if (relay.metrics.relayCycleFailures > failedAt.length) failedAt.push(performance.now());
+        return failedAt.length >= 6;
+      }, { timeoutMs: 30_000, intervalMs: 5, message: "six failed relay cycles" });
+    } finally {
+      clearInterval(waker);
+      await pipeline.close();
+    }
+    // The 5th backoff is 1,600 ms (100, 200, 400, 800, 1,600): the 6th failure cannot come sooner than that
+    // after the 5th, whatever the machine's speed (a timer never fires early; a slow machine only makes gaps
+    // longer). Woken out of its backoff, the relay retried right after one failed connect (0.63 s here).
+    const lastGap = failedAt[5] - failedAt[4];
+    assert.ok(
+      lastGap >= 1590,
+      `6th failure ${lastGap.toFixed(0)} ms after the 5th; the backoff was cut short`,
+    );
+  });
+
   it("classifies a message too large for the broker as not transient", async () => {
     const topic = await createTestTopic(brokers, { label: "too-large", partitions: 1 });
     const kafka = createKafka({ brokers, clientId: "mini-wallet-tests" }, createLogger("silent"));
