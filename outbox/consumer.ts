@@ -26,6 +26,15 @@ export interface ConsumerOptions {
 
 /** How often applied offsets are committed. A restart re-applies at most this much (harmlessly: CAS). */
 const COMMIT_EVERY_MS = 1000;
+/**
+ * How much one fetch may bring (kafkajs defaults: 10 MiB, 1 MiB per partition). A consumer catching up on a
+ * backlog decodes a whole fetch into objects at once; with the defaults a consumer-only process peaked at
+ * 227-231 MB of RSS on an 80,000-event backlog, with these at 142 MB, applying 137k instead of 167k events/s
+ * (256 KiB: 64k/s). The broker still returns a record batch larger than the limit whole (KIP-74), so one
+ * big batch from the relay cannot stall a partition.
+ */
+export const FETCH_MAX_BYTES = 512 * 1024;
+const FETCH_MAX_BYTES_PER_PARTITION = 128 * 1024;
 
 export interface RunningConsumer {
   stop(): Promise<void>;
@@ -118,6 +127,8 @@ export function startConsumer(options: ConsumerOptions): RunningConsumer {
         // (3 % at 250 ms); the delay from a deposit to the cache did not move (measured at 20 and 500/s).
         minBytes: 1,
         maxWaitTimeInMs: 250,
+        maxBytes: FETCH_MAX_BYTES,
+        maxBytesPerPartition: FETCH_MAX_BYTES_PER_PARTITION,
         retry: { retries: 5 },
       });
       try {

@@ -7,6 +7,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { hideKafkajsTimeoutWarning } from "../outbox/kafka.ts";
 import type { WalletEvent } from "../outbox/event.ts";
+import { FETCH_MAX_BYTES } from "../outbox/consumer.ts";
 import { call, config, enabledWallet, initCustomer } from "./support/harness.ts";
 import { createPipeline, dbBalance, type Pipeline } from "./support/pipeline.ts";
 import {
@@ -246,6 +247,57 @@ describe("balance cache consumer", () => {
       await consumer.stop();
       assert.equal(await committedOffsetTotal(brokers, consumer.groupId, topic), onTopic + 1);
     } finally {
+      await pipeline.close();
+    }
+  });
+
+  it("applies a record batch larger than one fetch may bring", async () => {
+    const topic = await createTestTopic(brokers, { label: "big-batch", partitions: 1 });
+    const pipeline = createPipeline({ topic, freshnessMs: 120_000 });
+    const producer = await handProducer(brokers);
+    const walletId = crypto.randomUUID();
+    try {
+      const consumer = pipeline.startConsumer();
+      const now = new Date().toISOString();
+      const events: WalletEvent[] = Array.from({ length: 1500 }, (_, i) => ({
+        schema_version: 1,
+        event_id: crypto.randomUUID(),
+        type: "deposit.succeeded",
+        wallet_id: walletId,
+        customer_xid: `big-batch-${walletId}`,
+        version: i + 1,
+        wallet_status: "enabled",
+        enabled_at: now,
+        disabled_at: null,
+        balance: `${i + 1}.00`,
+        transaction: {
+          id: crypto.randomUUID(),
+          type: "deposit",
+          status: "success",
+          amount: "1.00",
+          reference_id: `big-batch-reference-${i}-${crypto.randomUUID()}`,
+          transacted_at: now,
+        },
+        occurred_at: now,
+      }));
+      const messages = events.map((event) => ({ key: walletId, value: JSON.stringify(event) }));
+      const bytes = messages.reduce((sum, m) => sum + m.key.length + m.value.length, 0);
+      assert.ok(
+        bytes > FETCH_MAX_BYTES,
+        `one send of ${bytes} bytes, more than a fetch's ${FETCH_MAX_BYTES}`,
+      );
+      // One send to one partition: a single record batch.
+      await producer.send({ topic, acks: -1, messages });
+      await waitUntil(async () => (await pipeline.cache.get(walletId))?.version === 1500, {
+        message: "the last event of the big batch applied",
+        detail: () => consumer.metrics.snapshot(),
+      });
+      assert.equal((await pipeline.cache.get(walletId))?.balance, "1500.00");
+      assert.equal(consumer.metrics.consumed, 1500);
+      assert.equal(consumer.metrics.malformed, 0);
+    } finally {
+      await producer.disconnect();
+      await pipeline.cache.evict(walletId).catch(() => {});
       await pipeline.close();
     }
   });
