@@ -1,6 +1,6 @@
 /**
  * Topic set-up with the kafkajs admin client: create what is missing, then wait until every partition
- * has a leader, so the first produce after start-up does not fail.
+ * has a leader, so the first produce after start-up does not fail. Also deletes topics (tests, benchmarks).
  */
 import { Kafka, logLevel } from "kafkajs";
 
@@ -110,6 +110,26 @@ async function waitForLeaders(
       throw new Error(`Kafka topics are not ready after ${timeoutMs / 1000}s: ${problem}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
+/** Delete every topic whose name `match` accepts; returns the names deleted. Always disconnects. */
+export async function deleteTopics(
+  { brokers, clientId, match, timeoutMs = 30_000 }: {
+    brokers: string[];
+    clientId: string;
+    match: (topic: string) => boolean;
+    timeoutMs?: number;
+  },
+): Promise<string[]> {
+  const admin = new Kafka({ clientId, brokers, logLevel: logLevel.NOTHING, connectionTimeout: 3000 }).admin();
+  try {
+    await admin.connect();
+    const topics = (await admin.listTopics()).filter(match);
+    if (topics.length > 0) await admin.deleteTopics({ topics, timeout: timeoutMs });
+    return topics;
+  } finally {
+    await admin.disconnect().catch(() => {});
   }
 }
 

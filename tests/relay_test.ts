@@ -16,7 +16,7 @@ import { createSql, type Sql } from "../src/db/client.ts";
 import { createLogger } from "../src/log.ts";
 import { call, config, enabledWallet } from "./support/harness.ts";
 import { createPipeline } from "./support/pipeline.ts";
-import { collectTopic, createTestTopic, waitUntil } from "./support/topic.ts";
+import { collectTopic, createTestTopic, uniqueTopicName, waitUntil } from "./support/topic.ts";
 
 hideKafkajsTimeoutWarning();
 
@@ -124,7 +124,10 @@ describe("outbox relay under failure", () => {
     const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const deadPort = listener.addr.port;
     listener.close();
-    const pipeline = createPipeline({ topic: "mw-test.unreachable", brokers: [`127.0.0.1:${deadPort}`] });
+    const pipeline = createPipeline({
+      topic: uniqueTopicName("unreachable"),
+      brokers: [`127.0.0.1:${deadPort}`],
+    });
     const relay = pipeline.startRelay({ sweepMs: 20 });
     // Commits under load wake the relay all the time; here every 5 ms.
     const waker = setInterval(() => relay.wake(), 5);

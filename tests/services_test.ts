@@ -5,7 +5,8 @@ import { parseConfig } from "../src/config.ts";
 import { DLQ_SUFFIX, ensureServices } from "../src/ops/services.ts";
 import { runningKafkaPid } from "../src/ops/kafka_local.ts";
 import { runningRedisPid } from "../src/ops/redis_local.ts";
-import { testEnv } from "../src/ops/run_tests.ts";
+import { testEnv, testTopicName, topicsToDeleteAfterRun } from "../src/ops/run_tests.ts";
+import { deleteTopics, ensureTopics } from "../outbox/kafka_admin.ts";
 import { hideKafkajsTimeoutWarning } from "../outbox/kafka.ts";
 
 // Real services: these tests only start what is missing and never stop anything. They always use the test
@@ -71,6 +72,66 @@ describe("local services", () => {
       assert.equal(record.errorCode, 0);
     } finally {
       await producer.disconnect();
+    }
+  });
+});
+
+describe("test topic cleanup", () => {
+  it("picks this run's topics and those of runs that started over an hour ago, never a recent run's", () => {
+    const now = Date.parse("2026-12-01T12:00:00Z");
+    const tag = (ms: number) => ms.toString(36);
+    const thisRun = tag(now - 5 * 60_000);
+    const sideBySide = tag(now - 10 * 60_000);
+    const crashed = tag(now - 2 * 3600_000);
+    const topics = [
+      `mw-test.${thisRun}.outage.1a2b3c4d`,
+      `mw-test.${thisRun}.outage.1a2b3c4d.dlq`,
+      `mw-test.${sideBySide}.reorder.5e6f7a8b`,
+      `mw-test.${crashed}.relay-kill.9c0d1e2f`,
+      "mw-test.reorder-source.0a1b2c3d", // the naming before runs were tagged
+      "wallet.created-transaction",
+      "wallet.created-transaction.test",
+      "wallet.bench.abc123",
+    ];
+    assert.deepEqual(topicsToDeleteAfterRun(topics, thisRun, now), [
+      `mw-test.${thisRun}.outage.1a2b3c4d`,
+      `mw-test.${thisRun}.outage.1a2b3c4d.dlq`,
+      `mw-test.${crashed}.relay-kill.9c0d1e2f`,
+      "mw-test.reorder-source.0a1b2c3d",
+    ]);
+  });
+
+  it("deletes the topics a match accepts on the real broker, and only those", async () => {
+    const run = Date.now().toString(36);
+    const doomed = testTopicName(run, "cleanup-doomed");
+    const kept = testTopicName(run, "cleanup-kept");
+    await ensureTopics({
+      brokers: config.KAFKA_BROKERS,
+      clientId: "services-test",
+      topics: [{ topic: doomed, partitions: 1 }, { topic: kept, partitions: 1 }],
+    });
+    try {
+      const deleted = await deleteTopics({
+        brokers: config.KAFKA_BROKERS,
+        clientId: "services-test",
+        match: (topic) => topic === doomed,
+      });
+      assert.deepEqual(deleted, [doomed]);
+      const admin = kafkaClient().admin();
+      await admin.connect();
+      try {
+        const left = new Set(await admin.listTopics());
+        assert.ok(!left.has(doomed), "the matched topic is gone");
+        assert.ok(left.has(kept), "the other topic is still there");
+      } finally {
+        await admin.disconnect();
+      }
+    } finally {
+      await deleteTopics({
+        brokers: config.KAFKA_BROKERS,
+        clientId: "services-test",
+        match: (t) => t === kept,
+      });
     }
   });
 });

@@ -2,12 +2,14 @@
  * `deno task test [deno test args]`: a fresh test database on real services, then `deno test -A tests/`.
  *
  * Every run drops and recreates the test database and migrates it, so results do not depend on an earlier
- * run. Extra arguments pass through: `deno task test tests/foo_test.ts` runs one file.
+ * run. Extra arguments pass through: `deno task test tests/foo_test.ts` runs one file. Afterwards it deletes
+ * the Kafka topics the run made (a full run makes about a hundred).
  */
 import { parseConfig } from "../config.ts";
 import { migrateUp } from "../db/migrate.ts";
 import { databaseName, recreateDatabase } from "./postgres_local.ts";
 import { hideKafkajsTimeoutWarning } from "../../outbox/kafka.ts";
+import { deleteTopics } from "../../outbox/kafka_admin.ts";
 import { ensureServices } from "./services.ts";
 import { ensureTestTools } from "./test_tools.ts";
 
@@ -29,6 +31,28 @@ export function testEnv(
   };
 }
 
+/** Test topics are `mw-test.<run>.<label>.<random>`; <run> is the base-36 start time of the test run. */
+export const TEST_TOPIC_PREFIX = "mw-test.";
+const HOUR_MS = 3600_000;
+
+export function testTopicName(run: string, label: string): string {
+  return `${TEST_TOPIC_PREFIX}${run}.${label}.${crypto.randomUUID().slice(0, 8)}`;
+}
+
+/**
+ * The test topics to delete after run `run`: its own, and any other not made by a run that started within the
+ * last hour (left by a crashed run or an older naming), so a run going on side by side keeps its topics.
+ */
+export function topicsToDeleteAfterRun(topics: string[], run: string, now: number): string[] {
+  return topics.filter((topic) => {
+    if (!topic.startsWith(TEST_TOPIC_PREFIX)) return false;
+    const tag = topic.slice(TEST_TOPIC_PREFIX.length).split(".")[0];
+    if (tag === run) return true;
+    const started = /^[0-9a-z]{1,12}$/.test(tag) ? parseInt(tag, 36) : NaN;
+    return !(Math.abs(now - started) < HOUR_MS);
+  });
+}
+
 /** The `deno test` arguments: the whole tests/ folder unless the caller named files or folders. */
 export function denoTestArgs(extra: string[]): string[] {
   const namesTargets = extra.some((arg) => !arg.startsWith("-"));
@@ -37,7 +61,8 @@ export function denoTestArgs(extra: string[]): string[] {
 
 /** Prepare services and a fresh database, run deno test, and return its exit code. */
 export async function runTests(extra: string[]): Promise<number> {
-  const env = testEnv();
+  const run = Date.now().toString(36);
+  const env = { ...testEnv(), MW_TEST_RUN: run };
   for (const [key, value] of Object.entries(env)) Deno.env.set(key, value);
   const config = parseConfig(Deno.env.toObject());
   // Dropping a database is only safe when it is plainly a test database.
@@ -70,9 +95,24 @@ export async function runTests(extra: string[]): Promise<number> {
       stderr: "inherit",
     }).spawn();
     const status = await child.status;
+    await deleteRunTopics(config.KAFKA_BROKERS, run, log);
     return status.code;
   } finally {
     Deno.removeSignalListener("SIGINT", ignore);
+  }
+}
+
+async function deleteRunTopics(brokers: string[], run: string, log: (line: string) => void) {
+  try {
+    const now = Date.now();
+    const deleted = await deleteTopics({
+      brokers,
+      clientId: "mini-wallet-tests",
+      match: (topic) => topicsToDeleteAfterRun([topic], run, now).length > 0,
+    });
+    log(`deleted ${deleted.length} test topics from Kafka`);
+  } catch (error) {
+    log(`warning: could not delete the test topics: ${(error as Error).message}`);
   }
 }
 

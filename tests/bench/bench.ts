@@ -21,7 +21,7 @@ import { recreateDatabase } from "../../src/ops/postgres_local.ts";
 import { ensureServices } from "../../src/ops/services.ts";
 import { aptInstall, commandExists } from "../../src/ops/local_process.ts";
 import { KAFKA_VERSION } from "../../src/ops/kafka_local.ts";
-import { ensureTopics } from "../../outbox/kafka_admin.ts";
+import { deleteTopics, ensureTopics } from "../../outbox/kafka_admin.ts";
 import { hideKafkajsTimeoutWarning } from "../../outbox/kafka.ts";
 import {
   Child,
@@ -749,20 +749,14 @@ Deno.exit(exitCode);
  * them from earlier runs is not the broker the next run should measure.
  */
 async function deleteRunTopics() {
-  const admin = new Kafka({
-    clientId: `bench-cleanup-${runId}`,
-    brokers: [KAFKA_BROKER],
-    logLevel: logLevel.NOTHING,
-  })
-    .admin();
   try {
-    await admin.connect();
-    const topics = (await admin.listTopics()).filter((t) => t === TOPIC || t.startsWith(`${TOPIC}.`));
-    if (topics.length > 0) await admin.deleteTopics({ topics, timeout: 30_000 });
-    log(`deleted this run's ${topics.length} Kafka topics`);
+    const deleted = await deleteTopics({
+      brokers: [KAFKA_BROKER],
+      clientId: `bench-cleanup-${runId}`,
+      match: (t) => t === TOPIC || t.startsWith(`${TOPIC}.`),
+    });
+    log(`deleted this run's ${deleted.length} Kafka topics`);
   } catch (error) {
     log(`warning: could not delete this run's Kafka topics: ${(error as Error).message}`);
-  } finally {
-    await admin.disconnect().catch(() => {});
   }
 }

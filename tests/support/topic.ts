@@ -4,6 +4,7 @@
  */
 import { type Consumer, Kafka, logLevel, Partitioners, type Producer } from "kafkajs";
 import { ensureTopics } from "../../outbox/kafka_admin.ts";
+import { testTopicName } from "../../src/ops/run_tests.ts";
 import { type WalletEvent, walletEventSchema } from "../../outbox/event.ts";
 
 /** One message as the collector saw it. */
@@ -17,9 +18,12 @@ export interface Collected {
   event: WalletEvent | null;
 }
 
+/** This test run's tag (set by `deno task test`, which deletes the run's topics afterwards). */
+const TEST_RUN = Deno.env.get("MW_TEST_RUN") ?? Date.now().toString(36);
+
 /** A fresh topic name for one test. */
 export function uniqueTopicName(label: string): string {
-  return `mw-test.${label}.${crypto.randomUUID().slice(0, 8)}`;
+  return testTopicName(TEST_RUN, label);
 }
 
 /** Create `topic` (several partitions) and `topic.dlq` on the brokers; returns the topic name. */
