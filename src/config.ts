@@ -96,7 +96,7 @@ const configSchema = z.object({
   RELAY_LINGER_MS: z.coerce.number({ error: "RELAY_LINGER_MS must be a whole number" }).int().min(0).max(1000)
     .default(5),
   RELAY_LINGER_MAX_MS: z.coerce.number({ error: "RELAY_LINGER_MAX_MS must be a whole number" }).int().min(0)
-    .max(1000).default(20),
+    .max(1000).default(40),
   RELAY_SWEEP_MS: positiveInt("RELAY_SWEEP_MS").default(500),
   RELAY_MAX_ATTEMPTS: positiveInt("RELAY_MAX_ATTEMPTS").default(10),
   RELAY_RETENTION_HOURS: positiveInt("RELAY_RETENTION_HOURS").default(24),
