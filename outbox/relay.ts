@@ -94,7 +94,7 @@ export function startRelay(options: RelayOptions): RunningRelay {
   let producer: Producer | null = null;
   let running = true;
   let wakeUp: (() => void) | null = null;
-  let endBackoff: (() => void) | null = null;
+  let endPause: (() => void) | null = null;
   let pendingWake = false;
   let stopUpkeepWait = () => {};
   let lastRetention = 0;
@@ -106,35 +106,23 @@ export function startRelay(options: RelayOptions): RunningRelay {
     wakeUp?.();
   }
 
-  /** Wait `ms`, cut short by a wake-up (rows were committed) or by stop. */
-  function sleep(ms: number): Promise<void> {
-    if (pendingWake || !running) return Promise.resolve();
+  /**
+   * Wait `ms`; stop ends it early, and so does a wake-up (rows were committed) when `wakeable`. The backoff
+   * after a failed cycle is not: under write load every commit wakes the relay, and a Kafka outage turned the
+   * backoff into back-to-back retries (seen: one failed cycle every 0.3 s while the log said 5000 ms).
+   */
+  function pause(ms: number, { wakeable }: { wakeable: boolean }): Promise<void> {
+    if (!running || (wakeable && pendingWake)) return Promise.resolve();
     return new Promise((resolve) => {
       const timer = setTimeout(done, ms);
       function done() {
         clearTimeout(timer);
         wakeUp = null;
+        endPause = null;
         resolve();
       }
-      wakeUp = done;
-    });
-  }
-
-  /**
-   * Wait `ms` after a failed cycle, cut short only by stop. Wake-ups must not end it: under write load every
-   * commit wakes the relay, and a Kafka outage would turn the backoff into back-to-back retries (seen: one
-   * failed cycle every 0.3 s while the log said "backoffMs": 5000).
-   */
-  function backOff(ms: number): Promise<void> {
-    if (!running) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        endBackoff = null;
-        resolve();
-      }
-      endBackoff = done;
+      if (wakeable) wakeUp = done;
+      endPause = done;
     });
   }
 
@@ -283,12 +271,12 @@ export function startRelay(options: RelayOptions): RunningRelay {
         // Under a steady stream, let rows gather for a moment so each cycle (two round trips to PostgreSQL
         // and a Kafka request) carries many of them; an idle relay still reacts at once to its first wake-up.
         else await new Promise((resolve) => setTimeout(resolve, relayLinger(handled, config)));
-        await sleep(config.RELAY_SWEEP_MS);
+        await pause(config.RELAY_SWEEP_MS, { wakeable: true });
       } catch (error) {
         metrics.relayCycleFailures++;
         log.warn("relay cycle failed; backing off", { error, backoffMs: backoff });
         if (isTransientKafkaError(error)) await dropProducer();
-        await backOff(backoff);
+        await pause(backoff, { wakeable: false });
         backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
       }
     }
@@ -304,8 +292,7 @@ export function startRelay(options: RelayOptions): RunningRelay {
     },
     async stop() {
       running = false;
-      wakeUp?.();
-      endBackoff?.();
+      endPause?.();
       stopUpkeepWait();
       await Promise.all([loop, upkeep]);
       await (await listening)?.unlisten().catch(() => {});
