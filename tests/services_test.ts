@@ -5,7 +5,7 @@ import { parseConfig } from "../src/config.ts";
 import { DLQ_SUFFIX, ensureServices } from "../src/ops/services.ts";
 import { runningKafkaPid } from "../src/ops/kafka_local.ts";
 import { runningRedisPid } from "../src/ops/redis_local.ts";
-import { testEnv, testTopicName, topicsToDeleteAfterRun } from "../src/ops/run_tests.ts";
+import { deletedAfterRun, testEnv, testTopicName } from "../src/ops/run_tests.ts";
 import { deleteTopics, ensureTopics } from "../outbox/kafka_admin.ts";
 import { hideKafkajsTimeoutWarning } from "../outbox/kafka.ts";
 
@@ -93,7 +93,7 @@ describe("test topic cleanup", () => {
       "wallet.created-transaction.test",
       "wallet.bench.abc123",
     ];
-    assert.deepEqual(topicsToDeleteAfterRun(topics, thisRun, now), [
+    assert.deepEqual(topics.filter((topic) => deletedAfterRun(topic, thisRun, now)), [
       `mw-test.${thisRun}.outage.1a2b3c4d`,
       `mw-test.${thisRun}.outage.1a2b3c4d.dlq`,
       `mw-test.${crashed}.relay-kill.9c0d1e2f`,

@@ -3,7 +3,7 @@
  *
  * Every run drops and recreates the test database and migrates it, so results do not depend on an earlier
  * run. Extra arguments pass through: `deno task test tests/foo_test.ts` runs one file. Afterwards it deletes
- * the Kafka topics the run made (a full run makes about a hundred).
+ * the Kafka topics the run made (a full run makes about thirty).
  */
 import { parseConfig } from "../config.ts";
 import { migrateUp } from "../db/migrate.ts";
@@ -40,17 +40,16 @@ export function testTopicName(run: string, label: string): string {
 }
 
 /**
- * The test topics to delete after run `run`: its own, and any other not made by a run that started within the
- * last hour (left by a crashed run or an older naming), so a run going on side by side keeps its topics.
+ * Whether `topic` goes after test run `run`: a test topic of that run, or of any run that did not start within
+ * the last hour (left by a crashed run, or named before runs were tagged). A run going on side by side keeps
+ * its topics.
  */
-export function topicsToDeleteAfterRun(topics: string[], run: string, now: number): string[] {
-  return topics.filter((topic) => {
-    if (!topic.startsWith(TEST_TOPIC_PREFIX)) return false;
-    const tag = topic.slice(TEST_TOPIC_PREFIX.length).split(".")[0];
-    if (tag === run) return true;
-    const started = /^[0-9a-z]{1,12}$/.test(tag) ? parseInt(tag, 36) : NaN;
-    return !(Math.abs(now - started) < HOUR_MS);
-  });
+export function deletedAfterRun(topic: string, run: string, now: number): boolean {
+  if (!topic.startsWith(TEST_TOPIC_PREFIX)) return false;
+  const tag = topic.slice(TEST_TOPIC_PREFIX.length).split(".")[0];
+  if (tag === run) return true;
+  const started = /^[0-9a-z]{1,12}$/.test(tag) ? parseInt(tag, 36) : NaN;
+  return !(Math.abs(now - started) < HOUR_MS);
 }
 
 /** The `deno test` arguments: the whole tests/ folder unless the caller named files or folders. */
@@ -108,7 +107,7 @@ async function deleteRunTopics(brokers: string[], run: string, log: (line: strin
     const deleted = await deleteTopics({
       brokers,
       clientId: "mini-wallet-tests",
-      match: (topic) => topicsToDeleteAfterRun([topic], run, now).length > 0,
+      match: (topic) => deletedAfterRun(topic, run, now),
     });
     log(`deleted ${deleted.length} test topics from Kafka`);
   } catch (error) {
