@@ -75,6 +75,11 @@ const configSchema = z.object({
     }
     return [...new Set(roles)] as Role[];
   }),
+  // Where the relay and the consumer run when the process also runs the API: "worker", a thread of their own
+  // (src/pipeline_thread.ts), or "main", the API's event loop.
+  PIPELINE_THREAD: z.enum(["worker", "main"], { error: "PIPELINE_THREAD must be worker or main" }).default(
+    "worker",
+  ),
   CACHE_FRESHNESS_MS: positiveInt("CACHE_FRESHNESS_MS").max(
     5000,
     "CACHE_FRESHNESS_MS must be at most 5000 (the contract's lag)",

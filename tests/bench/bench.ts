@@ -102,7 +102,7 @@ const children = new Set<Child>();
 function spawnService(name: string, extra: Record<string, string> = {}, inspect = false): Child {
   const flags = inspect ? [`--inspect=127.0.0.1:${INSPECT_PORT}`] : [];
   // The heap bound of `deno task start` (deno.json), so the service is measured as it is deployed.
-  const v8 = "--v8-flags=--max-old-space-size=160,--max-semi-space-size=16,--initial-old-space-size=56";
+  const v8 = "--v8-flags=--max-old-space-size=160,--max-semi-space-size=4,--initial-old-space-size=16";
   const child = new Child(name, Deno.execPath(), ["run", "-A", v8, ...flags, "src/main.ts"], {
     cwd: root,
     env: serviceEnv(extra),

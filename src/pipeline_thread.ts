@@ -1,0 +1,78 @@
+/**
+ * The relay and the consumer on a thread of their own (a Web Worker), next to the API on the main thread.
+ *
+ * Why: in one event loop, each relay cycle (Kafka encoding, its SQL) and each consumer batch (decoding, the
+ * Redis script) sits between the API's requests and its database answers, and the API's write batches wait
+ * for it. On a 2-core machine the second core was a quarter idle during spread deposits. With the pipeline on
+ * its own thread, interleaved scratch runs gave 13-26 % more deposits (docs/benchmarks.md). The worker has its
+ * own PostgreSQL pool, Redis connection and Kafka clients; the only thing the threads share is the wake-up.
+ *
+ * Either thread failing ends the process (exit code 1): a supervisor restarts it whole, as after a crash.
+ */
+import type { Config, Role } from "./config.ts";
+import type { Logger } from "./log.ts";
+
+/** Main thread to worker. */
+export type ToPipeline =
+  | { type: "start"; config: Config }
+  | { type: "wake" }
+  | { type: "stop" };
+
+/** Worker to main thread. */
+export type FromPipeline = { type: "stopped" };
+
+/** The roles of this process that run on the pipeline thread; null when everything runs on the main thread. */
+export function pipelineThreadRoles(config: Config): Role[] | null {
+  const pipeline = config.ROLES.filter((role) => role !== "api");
+  if (config.PIPELINE_THREAD !== "worker" || !config.ROLES.includes("api") || pipeline.length === 0) {
+    return null;
+  }
+  return pipeline;
+}
+
+export interface PipelineThread {
+  /** Tell the worker's relay that rows were committed (coalesced there, like a local wake-up). */
+  wake(): void;
+  /** Stop the worker's roles (the relay finishes its cycle), then end the thread. */
+  stop(): Promise<void>;
+}
+
+/** Start the given pipeline roles on a worker; `onFailure` is called if the thread dies. */
+export function startPipelineThread(
+  config: Config,
+  roles: Role[],
+  log: Logger,
+  onFailure: (error: unknown) => void,
+): PipelineThread {
+  const worker = new Worker(new URL("./pipeline_worker.ts", import.meta.url), { type: "module" });
+  const send = (message: ToPipeline) => worker.postMessage(message);
+  let stopped: (() => void) | null = null;
+  worker.onmessage = (event: MessageEvent<FromPipeline>) => {
+    if (event.data.type === "stopped") stopped?.();
+  };
+  worker.onerror = (event) => {
+    event.preventDefault();
+    log.error("pipeline thread failed", { error: event.message });
+    onFailure(event.error ?? event.message);
+  };
+  send({ type: "start", config: { ...config, ROLES: roles } });
+  // A wake-up per commit would be a message per write batch; one pending at a time is enough.
+  let wakePending = false;
+  return {
+    wake() {
+      if (wakePending) return;
+      wakePending = true;
+      queueMicrotask(() => {
+        wakePending = false;
+        send({ type: "wake" });
+      });
+    },
+    async stop() {
+      await new Promise<void>((resolve) => {
+        stopped = resolve;
+        send({ type: "stop" });
+      });
+      worker.terminate();
+    },
+  };
+}
