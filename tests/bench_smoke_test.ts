@@ -58,6 +58,8 @@ describe("bench smoke run", () => {
         assert.match(cells[4], /^\d+\.\d+x$/, `no ratio in: ${row}`);
         assert.match(cells[6], /^(yes|\*\*no\*\*)$/, `no verdict in: ${row}`);
       }
+      assert.match(summary, /CPU stolen by the hypervisor: \d+\.\d % to \d+\.\d %/);
+      assert.match(md, /\| 2\. spread deposits \(service\) +\| +\d+\.\d \|/, "no CPU stolen during a run");
       // The report is run through `deno fmt`, which pads table cells.
       for (const tool of ["wrk", "pgbench"]) {
         assert.match(md, new RegExp(`\\| ${tool} +\\|`), `no ${tool} rows`);

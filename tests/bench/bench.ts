@@ -28,6 +28,7 @@ import {
   type CpuProfile,
   cpuSeconds,
   type LoadResult,
+  machineCpuTicks,
   pgbench,
   readRss,
   run,
@@ -137,9 +138,11 @@ const sampler = setInterval(() => {
 // --- CPU profiles: a `top` sample in the middle of each measured run ----------------------------------
 const profiles: CpuProfile[] = [];
 const serviceCpu: Array<{ label: string; cores: number }> = [];
+const steal: Array<{ label: string; percent: number }> = [];
 async function measured<T>(label: string, seconds: number, service: Child | null, work: () => Promise<T>) {
   phase = label;
   const cpu0 = service ? cpuSeconds(service.pid) : null;
+  const machine0 = machineCpuTicks();
   const t0 = performance.now();
   const profile = smoke
     ? Promise.resolve(null)
@@ -147,6 +150,13 @@ async function measured<T>(label: string, seconds: number, service: Child | null
   const result = await work();
   const p = await profile;
   if (p) profiles.push(p);
+  const machine1 = machineCpuTicks();
+  if (machine0 && machine1 && machine1.total > machine0.total) {
+    steal.push({
+      label,
+      percent: 100 * (machine1.steal - machine0.steal) / (machine1.total - machine0.total),
+    });
+  }
   if (service && cpu0 !== null) {
     const cpu1 = cpuSeconds(service.pid);
     if (cpu1 !== null) serviceCpu.push({ label, cores: (cpu1 - cpu0) / ((performance.now() - t0) / 1000) });
@@ -470,6 +480,7 @@ async function main(): Promise<BenchReport> {
       rss: rssRows,
       profiles,
       serviceCpu,
+      steal,
       cpuProfiles,
       roleCost,
     };

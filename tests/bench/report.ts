@@ -46,6 +46,8 @@ export interface BenchReport {
   >;
   profiles: CpuProfile[];
   serviceCpu: Array<{ label: string; cores: number }>;
+  /** Share of the machine's CPU time the hypervisor took during each measured run (/proc/stat steal). */
+  steal: Array<{ label: string; percent: number }>;
   cpuProfiles: ProfileSummary[];
   roleCost: RoleCost;
 }
@@ -60,6 +62,7 @@ const n0 = (
   v: number | null | undefined,
 ) => (v === null || v === undefined ? "–" : Math.round(v).toLocaleString("en-US"));
 const n2 = (v: number | null | undefined) => (v === null || v === undefined ? "–" : v.toFixed(2));
+const n1 = (v: number) => v.toFixed(1);
 const ratio = (a: number | null, b: number | null) => (a === null || b === null || b === 0 ? null : a / b);
 const x = (v: number | null) => (v === null ? "–" : `${v.toFixed(2)}x`);
 
@@ -209,6 +212,7 @@ export function writeReport(r: BenchReport, analysis: string | null = null): str
       `| ${t.scenario} | ${t.ours} | ${t.baseline} | ${t.ratio} | ${t.target} | ${t.met ? "yes" : "**no**"} |`
     ),
     "",
+    ...stealSummary(r),
     "## Machine and versions",
     "",
     `- Machine: ${r.machine.cores} cores (${r.machine.cpu}), ${r.machine.ramGb} GB RAM, ${r.machine.kernel}`,
@@ -333,6 +337,7 @@ export function writeReport(r: BenchReport, analysis: string | null = null): str
     "",
     "## Profile: where the CPU goes",
     "",
+    ...stealSection(r),
     "Service process CPU during each measured run (cores, from /proc/<pid>/stat):",
     "",
     "| run | service CPU (cores of 2) |",
@@ -375,6 +380,40 @@ export function writeReport(r: BenchReport, analysis: string | null = null): str
  * this run met every target (on a noisy machine the next run may not, and what limits each figure is worth
  * knowing either way); without one, a run that missed a target asks the lead for it.
  */
+/**
+ * CPU time the hypervisor took from this (virtual) machine during each measured run. A ratio whose two runs
+ * lost different shares of the machine compares two different machines, so the spread is stated.
+ */
+function stealSummary(r: BenchReport): string[] {
+  if (r.steal.length === 0) return [];
+  const shares = r.steal.map((s) => s.percent);
+  const low = Math.min(...shares);
+  const high = Math.max(...shares);
+  return [
+    `CPU stolen by the hypervisor: ${n1(low)} % to ${
+      n1(high)
+    } % of the machine's CPU time, by measured run ` +
+    "(per run under Profile)." +
+    (high - low > 5
+      ? " The runs did not get the same machine, so a ratio whose two runs differ here is partly the machine's."
+      : ""),
+    "",
+  ];
+}
+
+function stealSection(r: BenchReport): string[] {
+  if (r.steal.length === 0) return [];
+  return [
+    "CPU stolen by the hypervisor during each measured run (the `steal` share of the machine's CPU time, from " +
+    "/proc/stat over the whole run):",
+    "",
+    "| run | CPU stolen (%) |",
+    "|---|--:|",
+    ...r.steal.map((s) => `| ${s.label} | ${n1(s.percent)} |`),
+    "",
+  ];
+}
+
 export function closingSections(misses: string[], analysis: string | null): string[] {
   const lines: string[] = [];
   if (misses.length > 0) {

@@ -276,6 +276,21 @@ export function cpuSeconds(pid: number): number | null {
   }
 }
 
+/**
+ * The machine's CPU time so far, from the first line of /proc/stat (clock ticks, all cores): `steal` is the
+ * time the hypervisor ran something else while this machine's CPUs had work.
+ */
+export function machineCpuTicks(): { steal: number; total: number } | null {
+  try {
+    const line = Deno.readTextFileSync("/proc/stat").split("\n")[0];
+    // cpu user nice system idle iowait irq softirq steal guest guest_nice (guest time is inside user)
+    const ticks = line.trim().split(/\s+/).slice(1, 9).map(Number);
+    return { steal: ticks[7] ?? 0, total: ticks.reduce((a, b) => a + b, 0) };
+  } catch {
+    return null;
+  }
+}
+
 /** One `top` snapshot: machine CPU split and %CPU summed by command name (100% = one core). */
 export interface CpuProfile {
   label: string;
