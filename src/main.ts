@@ -26,7 +26,8 @@ async function shutdown(signal: string) {
   log.info("shutting down", { signal });
   // A second signal, or a stop that hangs, must not leave the process around.
   const deadline = setTimeout(() => Deno.exit(1), 10_000);
-  // The API first: its last commits still wake the relay, which publishes them before it stops.
+  // The API first, so that nothing commits after the relay stopped; rows it had not published yet wait in the
+  // outbox for the next start.
   await service.stop();
   await pipeline?.stop();
   clearTimeout(deadline);

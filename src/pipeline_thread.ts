@@ -3,9 +3,9 @@
  *
  * Why: in one event loop, each relay cycle (Kafka encoding, its SQL) and each consumer batch (decoding, the
  * Redis script) sits between the API's requests and its database answers, and the API's write batches wait
- * for it. On a 2-core machine the second core was a quarter idle during spread deposits. With the pipeline on
- * its own thread, interleaved scratch runs gave 13-26 % more deposits (docs/benchmarks.md). The worker has its
- * own PostgreSQL pool, Redis connection and Kafka clients; the only thing the threads share is the wake-up.
+ * for it. On a 2-core machine the second core was a quarter idle during spread deposits. With the pipeline
+ * on its own thread, interleaved scratch runs gave 8-26 % more spread deposits (docs/benchmarks.md). The
+ * worker has its own PostgreSQL pool, Redis connection and Kafka clients; the threads share only the wake-up.
  *
  * Either thread failing ends the process (exit code 1): a supervisor restarts it whole, as after a crash.
  */
@@ -53,6 +53,8 @@ export function startPipelineThread(
   worker.onerror = (event) => {
     event.preventDefault();
     log.error("pipeline thread failed", { error: event.message });
+    worker.terminate();
+    stopped?.(); // a stop waiting for the thread's answer would never get one
     onFailure(event.error ?? event.message);
   };
   send({ type: "start", config: { ...config, ROLES: roles } });

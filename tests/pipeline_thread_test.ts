@@ -6,7 +6,8 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { parseConfig } from "../src/config.ts";
-import { pipelineThreadRoles } from "../src/pipeline_thread.ts";
+import { pipelineThreadRoles, startPipelineThread } from "../src/pipeline_thread.ts";
+import { createLogger } from "../src/log.ts";
 import { BalanceCache, createRedis } from "../src/cache/balance_cache.ts";
 import { hideKafkajsTimeoutWarning } from "../outbox/kafka.ts";
 import { config, newCustomerXid } from "./support/harness.ts";
@@ -23,6 +24,29 @@ describe("pipeline thread", () => {
     assert.equal(roles({ ROLES: "relay,consumer" }), null, "no API to keep them away from");
     assert.equal(roles({ PIPELINE_THREAD: "main" }), null, "turned off");
     assert.throws(() => parseConfig({ PIPELINE_THREAD: "both" }), /PIPELINE_THREAD must be worker or main/);
+  });
+
+  it("reports a thread that fails to start its roles, so the process can end", async () => {
+    const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (busy.addr as Deno.NetAddr).port;
+    try {
+      // The API role on a port already taken: its server cannot start, an uncaught error of the thread.
+      const failure = await new Promise<unknown>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error("no failure reported within 15 s")), 15_000);
+        startPipelineThread(
+          { ...config, PORT: port, HOST: "127.0.0.1" },
+          ["api"],
+          createLogger("silent"),
+          (e) => {
+            clearTimeout(timer);
+            resolve(e);
+          },
+        );
+      });
+      assert.match(String(failure), /AddrInUse|address already in use/i);
+    } finally {
+      busy.close();
+    }
   });
 
   it("runs src/main.ts with every role: the thread's relay is woken by the API's commits, its consumer fills the cache, SIGTERM stops both", async () => {
