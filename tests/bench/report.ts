@@ -26,6 +26,8 @@ export interface BenchReport {
     connections: number;
     threads: number;
     seconds: number;
+    /** Slices each ratio's runs were cut into, taking turns with their baseline's. */
+    rounds: number;
     warmup: number;
     wallets: number;
     backlog: number;
@@ -218,7 +220,10 @@ export function writeReport(r: BenchReport, analysis: string | null = null): str
     `- Machine: ${r.machine.cores} cores (${r.machine.cpu}), ${r.machine.ramGb} GB RAM, ${r.machine.kernel}`,
     ...Object.entries(r.versions).map(([k, v]) => `- ${k}: ${v}`),
     `- Load: ${s.connections} connections, ${s.threads} wrk threads / pgbench jobs, ${s.seconds} s per measured run ` +
-      `after a ${s.warmup} s warm-up; ${s.wallets} wallets.`,
+      `(in ${s.rounds} slices of ${
+        Math.max(1, Math.round(s.seconds / s.rounds))
+      } s, each after a ${s.warmup} s ` +
+      `warm-up); ${s.wallets} wallets.`,
     "- Service under test: `deno run -A src/main.ts` as its own process with its default pool and batching " +
       "settings, LOG_LEVEL=warn, its own database (dropped and migrated each run), Kafka topic `wallet.bench.<run>` " +
       "(6 partitions), consumer group and Redis db.",
@@ -233,15 +238,21 @@ export function writeReport(r: BenchReport, analysis: string | null = null): str
       "its own open-loop generator (`tests/bench/freshness.ts`; wrk2 is not packaged in Debian).",
     "- **Every measured run starts after a `CHECKPOINT`** (before its warm-up), pgbench and service alike, so " +
       "that a checkpoint forced by the WAL of earlier runs does not land in one run and not another.",
-    "- **pgbench baselines** run before the service starts, against the same database and wallets, with " +
+    "- **Each ratio's runs take turns**: the baseline's and the service's runs are cut into slices that " +
+      "alternate (bare Hono, the service; pgbench plain, pgbench project, the service), and each figure adds its " +
+      "slices up (p50: their mean; p99 and max: their largest). The machine is virtual and its speed moves by the " +
+      "minute (see the CPU stolen by the hypervisor below): a baseline measured minutes before its counterpart " +
+      "compared two machines.",
+    "- **pgbench baselines** run against a database of their own with the same schema and wallets, while the " +
+      "service idles (its pipeline has caught up before each pgbench slice), with " +
       `\`-M prepared -c ${s.connections} -j ${s.threads}\`; latencies come from per-transaction logs (\`-l\`). ` +
       "`tests/bench/pgbench_plain.sql` is the plain transaction (SELECT ... FOR UPDATE, UPDATE balance, INSERT " +
       "transaction, INSERT outbox: one statement each); `tests/bench/pgbench_project.sql` is the SQL the " +
       "service's write path sends for one deposit on a wallet whose state it knows (`src/db/wallet_repository.ts`: " +
       "writeWalletChangesIfCurrent, one statement, its own transaction), after an unlocked SELECT that stands " +
       "in for the state the service keeps in memory. Its transactions that wrote nothing (another client moved " +
-      "the version between the two) count as errors, and its rate is of deposits written. The outbox rows of " +
-      "both are deleted afterwards so the relay never sees them.",
+      "the version between the two) count as errors, and its rate is of deposits written. Their outbox rows stay " +
+      "in their database, where no relay reads.",
     "- Scenario 1's baseline is `tests/bench/bare_hono.ts`: Hono on `Deno.serve`, answering a small JSON of the " +
       "same shape with no auth, cache or database, under the same wrk script and connections.",
     "",

@@ -172,6 +172,37 @@ export async function wrk(
   };
 }
 
+/**
+ * One result from the slices of an interleaved run (the same load in turns with its baseline's): counts and
+ * time add up; p50 is the slices' mean and p99 and max their largest, as latencies of separate runs cannot be
+ * merged exactly (the same rule for wrk and pgbench).
+ */
+export function combineSlices(slices: LoadResult[]): LoadResult {
+  if (slices.length === 1) return slices[0];
+  const seconds = slices.reduce((s, r) => s + r.seconds, 0);
+  const ok = slices.reduce((s, r) => s + r.ok, 0);
+  const values = (key: "p50" | "p99" | "max" | "mean") =>
+    slices.map((r) => r[key]).filter((v): v is number => v !== null);
+  const p50s = values("p50");
+  const notes = slices.flatMap((r) => r.notes ? [r.notes] : []);
+  return {
+    label: slices[0].label.replace(/ \[\d+\/\d+\]$/, ""),
+    tool: slices[0].tool,
+    command: `${slices[0].command} (${slices.length} slices of ${
+      Math.round(slices[0].seconds)
+    } s, interleaved)`,
+    seconds,
+    ok,
+    errors: slices.reduce((s, r) => s + r.errors, 0),
+    rate: ok / seconds,
+    p50: p50s.length ? p50s.reduce((a, b) => a + b, 0) / p50s.length : null,
+    p99: values("p99").length ? Math.max(...values("p99")) : null,
+    max: values("max").length ? Math.max(...values("max")) : null,
+    mean: slices.every((r) => r.mean !== null) ? slices.reduce((s, r) => s + r.mean! * r.ok, 0) / ok : null,
+    notes: notes.length ? notes.join("; ") : undefined,
+  };
+}
+
 /** Run pgbench with per-transaction logs; latencies come from the logs, throughput from its summary. */
 export async function pgbench(
   label: string,
