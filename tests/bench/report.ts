@@ -387,11 +387,6 @@ export function writeReport(r: BenchReport, analysis: string | null = null): str
 }
 
 /**
- * The report's end: the targets this run missed, then the lead's analysis. The analysis stays whether or not
- * this run met every target (on a noisy machine the next run may not, and what limits each figure is worth
- * knowing either way); without one, a run that missed a target asks the lead for it.
- */
-/**
  * CPU time the hypervisor took from this (virtual) machine during each measured run. A ratio whose two runs
  * lost different shares of the machine compares two different machines, so the spread is stated.
  */
@@ -425,6 +420,11 @@ function stealSection(r: BenchReport): string[] {
   ];
 }
 
+/**
+ * The report's end: the targets this run missed, then the lead's analysis. The analysis stays whether or not
+ * this run met every target (on a noisy machine the next run may not, and what limits each figure is worth
+ * knowing either way); without one, a run that missed a target asks the lead for it.
+ */
 export function closingSections(misses: string[], analysis: string | null): string[] {
   const lines: string[] = [];
   if (misses.length > 0) {
