@@ -94,12 +94,6 @@ describe("pipeline thread", () => {
 
       const base = `http://127.0.0.1:${port}/api/v1`;
       const form = (fields: Record<string, string>) => new URLSearchParams(fields);
-      await waitUntil(
-        async () =>
-          (await fetch(`${base}/init`, { method: "HEAD" }).then((r) => r.body?.cancel(), () => null)) !==
-            null,
-        { message: "the API listens" },
-      );
       const init = await (await fetch(`${base}/init`, {
         method: "POST",
         body: form({ customer_xid: newCustomerXid() }),
