@@ -84,6 +84,7 @@ describe("pipeline thread", () => {
     try {
       const started = () =>
         logLines.filter((l) => l.includes('"message":"started"')).map((l) => JSON.parse(l));
+      // The main thread logs "started" after Deno.serve has bound its port: from here on the API listens.
       await waitUntil(() => started().length === 2, {
         message: "both threads started",
         detail: () => logLines,
