@@ -1,7 +1,10 @@
-/** The bench's interleaved runs: slices of one load add up to one figure (tests/bench/tools.ts). */
+/**
+ * The bench's interleaved runs (tests/bench/tools.ts): slices of one load add up to one figure, and a round the
+ * hypervisor took too much from is measured again.
+ */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { combineSlices, type LoadResult } from "./bench/tools.ts";
+import { combineSlices, type LoadResult, takeTurns } from "./bench/tools.ts";
 
 function slice(round: number, fields: Partial<LoadResult>): LoadResult {
   return {
@@ -41,5 +44,53 @@ describe("combineSlices", () => {
   it("leaves a single run as it is", () => {
     const only = slice(1, { ok: 5, seconds: 1, rate: 5 });
     assert.equal(combineSlices([only]), only);
+  });
+});
+
+describe("takeTurns", () => {
+  /** A load that returns the next steal share of `steals` for each slice, and records its labels. */
+  function load(name: string, steals: number[], labels: string[]) {
+    return (tag: string) => {
+      const label = `${name}${tag}`;
+      labels.push(label);
+      return Promise.resolve({ ...slice(1, { ok: 1, seconds: 1 }), label, stealPercent: steals.shift() });
+    };
+  }
+
+  it("takes turns, and measures a round again when one of its slices lost too much CPU", async () => {
+    const labels: string[] = [];
+    const redone: string[] = [];
+    const turns = await takeTurns(
+      [load("bare", [1, 2, 3], labels), load("service", [12, 4, 5], labels)],
+      { rounds: 2, redoAbovePercent: 10, maxRedos: 2, onRedo: (why) => redone.push(why) },
+    );
+    assert.deepEqual(labels, [
+      "bare [1/2]",
+      "service [1/2]",
+      "bare [1/2 again]",
+      "service [1/2 again]",
+      "bare [2/2]",
+      "service [2/2]",
+    ]);
+    assert.deepEqual(turns.slices.map((s) => s.map((r) => r.label)), [
+      ["bare [1/2 again]", "bare [2/2]"],
+      ["service [1/2 again]", "service [2/2]"],
+    ]);
+    assert.deepEqual(turns.discarded.map((r) => r.label), ["bare [1/2]", "service [1/2]"]);
+    assert.equal(redone.length, 1);
+    assert.match(redone[0], /round 1 measured again: the hypervisor took 12\.0 % during "service \[1\/2\]"/);
+    assert.equal(combineSlices(turns.slices[1]).label, "service", "a redone slice's tag is stripped too");
+  });
+
+  it("stops measuring again after maxRedos, and counts the last try", async () => {
+    const labels: string[] = [];
+    const turns = await takeTurns([load("service", [20, 20, 20, 20], labels)], {
+      rounds: 2,
+      redoAbovePercent: 10,
+      maxRedos: 1,
+    });
+    assert.deepEqual(labels, ["service [1/2]", "service [1/2 again]", "service [2/2]"]);
+    assert.deepEqual(turns.slices[0].map((r) => r.label), ["service [1/2 again]", "service [2/2]"]);
+    assert.equal(turns.discarded.length, 1);
   });
 });

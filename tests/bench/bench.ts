@@ -34,6 +34,7 @@ import {
   readRss,
   run,
   sleep,
+  takeTurns,
   topProfile,
   waitForHttp,
   wrk,
@@ -76,6 +77,14 @@ const PGBENCH_URL = `postgres://postgres@127.0.0.1:5432/${pgbenchDbName}`;
  * measured): a baseline measured minutes before its counterpart compared two different machines.
  */
 const ROUNDS = smoke ? 1 : 2;
+/**
+ * A round (or the freshness run) during which the hypervisor took more than this share of the machine's CPU is
+ * measured again, at most REDOS_PER_RUN times per ratio: a slice that lost a tenth of the machine measured
+ * its neighbours (0-23 % per 10 s run on one machine, minutes apart, same code). `--smoke` sets it to -1, so
+ * that every smoke round is measured twice and the redo is exercised.
+ */
+const STEAL_REDO_PERCENT = smoke ? -1 : 10;
+const REDOS_PER_RUN = smoke ? 1 : 2;
 const SLICE_SECONDS = Math.max(1, Math.round(P.seconds / ROUNDS));
 const REDIS_URL = `redis://127.0.0.1:6379/${smoke ? 13 : 14}`;
 const KAFKA_BROKER = "127.0.0.1:9092";
@@ -149,7 +158,11 @@ const sampler = setInterval(() => {
 // --- CPU profiles: a `top` sample in the middle of each measured run ----------------------------------
 const profiles: CpuProfile[] = [];
 const serviceCpu: Array<{ label: string; cores: number }> = [];
-const steal: Array<{ label: string; percent: number }> = [];
+const steal: Array<{ label: string; percent: number; counted: boolean }> = [];
+/** The steal share measured during the run labelled `label` (the latest, if several had that label). */
+function stealOf(label: string): number | undefined {
+  return steal.findLast((s) => s.label === label)?.percent;
+}
 async function measured<T>(label: string, seconds: number, service: Child | null, work: () => Promise<T>) {
   phase = label;
   const cpu0 = service ? cpuSeconds(service.pid) : null;
@@ -166,6 +179,7 @@ async function measured<T>(label: string, seconds: number, service: Child | null
     steal.push({
       label,
       percent: 100 * (machine1.steal - machine0.steal) / (machine1.total - machine0.total),
+      counted: true,
     });
   }
   if (service && cpu0 !== null) {
@@ -214,6 +228,7 @@ async function wrkRun(label: string, url: string, script: string, tokensFile: st
     service,
     () => wrk(label, { ...common, seconds: SLICE_SECONDS }),
   );
+  result.stealPercent = stealOf(label);
   log(`${label}: ${fmtResult(result)}`);
   return result;
 }
@@ -248,18 +263,26 @@ async function pgbenchRun(label: string, script: string, wallets: number, logDir
     result.ok = deposits;
     result.notes = `${missed} transactions wrote nothing (version moved) and count as errors`;
   }
+  result.stealPercent = stealOf(label);
   log(`${label}: ${fmtResult(result)}`);
   return result;
 }
 
-/** Run each load in turn, ROUNDS times (labels get " [round/ROUNDS]"); returns each load's slices combined. */
+/** Run each load in turn, ROUNDS times, measuring stolen rounds again; returns each load's slices combined. */
 async function interleaved(loads: Array<(slice: string) => Promise<LoadResult>>): Promise<LoadResult[]> {
-  const slices: LoadResult[][] = loads.map(() => []);
-  for (let round = 1; round <= ROUNDS; round++) {
-    const slice = ROUNDS > 1 ? ` [${round}/${ROUNDS}]` : "";
-    for (const [i, load] of loads.entries()) slices[i].push(await load(slice));
-  }
+  const { slices, discarded } = await takeTurns(loads, {
+    rounds: ROUNDS,
+    redoAbovePercent: STEAL_REDO_PERCENT,
+    maxRedos: REDOS_PER_RUN,
+    onRedo: (why) => log(why),
+  });
+  for (const slice of discarded) notCounted(slice.label);
   return slices.map(combineSlices);
+}
+
+function notCounted(label: string) {
+  const entry = steal.findLast((s) => s.label === label);
+  if (entry) entry.counted = false;
 }
 
 function fmtResult(r: LoadResult): string {
@@ -386,33 +409,51 @@ async function main(): Promise<BenchReport> {
     phase = "settle";
     await waitForDrain(sql, 120_000);
 
-    // 4. freshness at a steady rate
-    const startCents = (await sql<{ balance: string }[]>`
-      SELECT w.balance FROM generate_series(1, ${P.wallets}::int) n JOIN wallets w ON w.id = md5('bench-' || n)::uuid
-      ORDER BY n`).map((r) => Number(r.balance));
-    log(
-      `4. freshness: ${P.freshRate} deposits/s for ${P.freshSeconds}s, polling GET every 5 ms after each 201...`,
-    );
-    await checkpoint();
-    const freshness: FreshnessResult = await measured(
-      "4. freshness",
-      P.freshSeconds,
-      service,
-      () =>
-        runFreshness({
-          baseUrl,
-          tokens,
-          startCents,
-          rate: P.freshRate,
-          seconds: P.freshSeconds,
-          pollMs: 5,
-          runId,
-        }),
-    );
-    log(
-      `4. freshness: ${freshness.answered201} deposits, delay p50 ${freshness.delayP50?.toFixed(1)} ms, ` +
-        `p99 ${freshness.delayP99?.toFixed(1)} ms, max ${freshness.delayMax?.toFixed(1)} ms`,
-    );
+    // 4. freshness at a steady rate (measured again, at most REDOS_PER_RUN times, when the hypervisor took
+    // more than STEAL_REDO_PERCENT of the machine during it; the last try counts)
+    let freshness: FreshnessResult | undefined;
+    for (let attempt = 0; !freshness; attempt++) {
+      const label = attempt === 0 ? "4. freshness" : `4. freshness [again ${attempt}]`;
+      const startCents = (await sql<{ balance: string }[]>`
+        SELECT w.balance FROM generate_series(1, ${P.wallets}::int) n
+        JOIN wallets w ON w.id = md5('bench-' || n)::uuid ORDER BY n`).map((r) => Number(r.balance));
+      log(
+        `${label}: ${P.freshRate} deposits/s for ${P.freshSeconds}s, polling GET every 5 ms after each 201...`,
+      );
+      await checkpoint();
+      const result: FreshnessResult = await measured(
+        label,
+        P.freshSeconds,
+        service,
+        () =>
+          runFreshness({
+            baseUrl,
+            tokens,
+            startCents,
+            rate: P.freshRate,
+            seconds: P.freshSeconds,
+            pollMs: 5,
+            runId: `${runId}${attempt || ""}`,
+          }),
+      );
+      log(
+        `${label}: ${result.answered201} deposits, delay p50 ${result.delayP50?.toFixed(1)} ms, ` +
+          `p99 ${result.delayP99?.toFixed(1)} ms, max ${result.delayMax?.toFixed(1)} ms`,
+      );
+      const stolen = stealOf(label) ?? 0;
+      if (stolen > STEAL_REDO_PERCENT && attempt < REDOS_PER_RUN) {
+        log(
+          `${label} measured again: the hypervisor took ${
+            stolen.toFixed(1)
+          } % (over ${STEAL_REDO_PERCENT} %)`,
+        );
+        notCounted(label);
+        phase = "settle";
+        await waitForDrain(sql, 120_000);
+      } else {
+        freshness = result;
+      }
+    }
 
     phase = "settle";
     await waitForDrain(sql, 120_000);
@@ -501,6 +542,7 @@ async function main(): Promise<BenchReport> {
       profiles,
       serviceCpu,
       steal,
+      redo: { abovePercent: STEAL_REDO_PERCENT, maxPerScenario: REDOS_PER_RUN },
       cpuProfiles,
       roleCost,
     };

@@ -49,7 +49,9 @@ export interface BenchReport {
   profiles: CpuProfile[];
   serviceCpu: Array<{ label: string; cores: number }>;
   /** Share of the machine's CPU time the hypervisor took during each measured run (/proc/stat steal). */
-  steal: Array<{ label: string; percent: number }>;
+  steal: Array<{ label: string; percent: number; /** false for a run measured again */ counted: boolean }>;
+  /** A round or the freshness run was measured again, at most `maxPerScenario` times, above this steal (%). */
+  redo: { abovePercent: number; maxPerScenario: number };
   cpuProfiles: ProfileSummary[];
   roleCost: RoleCost;
 }
@@ -242,7 +244,11 @@ export function writeReport(r: BenchReport, analysis: string | null = null): str
       "alternate (bare Hono, the service; pgbench plain, pgbench project, the service), and each figure adds its " +
       "slices up (p50: their mean; p99 and max: their largest). The machine is virtual and its speed moves by the " +
       "minute (see the CPU stolen by the hypervisor below): a baseline measured minutes before its counterpart " +
-      "compared two machines.",
+      "compared two machines. A round during one of whose slices the hypervisor took more than " +
+      `${r.redo.abovePercent} % of the machine's CPU is measured again (at most ${r.redo.maxPerScenario} times per ` +
+      "scenario; the freshness " +
+      "run likewise): such a slice measured the neighbours more than the code. The runs not counted are listed " +
+      "under Profile.",
     "- **pgbench baselines** run against a database of their own with the same schema and wallets, while the " +
       "service idles (its pipeline has caught up before each pgbench slice), with " +
       `\`-M prepared -c ${s.connections} -j ${s.threads}\`; latencies come from per-transaction logs (\`-l\`). ` +
@@ -391,17 +397,21 @@ export function writeReport(r: BenchReport, analysis: string | null = null): str
  * lost different shares of the machine compares two different machines, so the spread is stated.
  */
 function stealSummary(r: BenchReport): string[] {
-  if (r.steal.length === 0) return [];
-  const shares = r.steal.map((s) => s.percent);
+  const counted = r.steal.filter((s) => s.counted);
+  if (counted.length === 0) return [];
+  const shares = counted.map((s) => s.percent);
   const low = Math.min(...shares);
   const high = Math.max(...shares);
+  const again = r.steal.length - counted.length;
   return [
-    `CPU stolen by the hypervisor: ${n1(low)} % to ${
-      n1(high)
-    } % of the machine's CPU time, by measured run ` +
+    `CPU stolen by the hypervisor: ${n1(low)} % to ${n1(high)} % of the machine's CPU time, by counted run ` +
     "(per run under Profile)." +
     (high - low > 5
       ? " The runs did not get the same machine, so a ratio whose two runs differ here is partly the machine's."
+      : "") +
+    (again > 0
+      ? ` ${again} runs were measured again and are not counted: the hypervisor took more than ` +
+        `${r.redo.abovePercent} % of the machine during them or during a run of their round.`
       : ""),
     "",
   ];
@@ -411,11 +421,12 @@ function stealSection(r: BenchReport): string[] {
   if (r.steal.length === 0) return [];
   return [
     "CPU stolen by the hypervisor during each measured run (the `steal` share of the machine's CPU time, from " +
-    "/proc/stat over the whole run):",
+    `/proc/stat over the whole run). A round during one of whose runs it took more than ${r.redo.abovePercent} % ` +
+    `was measured again, at most ${r.redo.maxPerScenario} times per scenario; its runs are marked not counted:`,
     "",
-    "| run | CPU stolen (%) |",
-    "|---|--:|",
-    ...r.steal.map((s) => `| ${s.label} | ${n1(s.percent)} |`),
+    "| run | CPU stolen (%) | counted |",
+    "|---|--:|---|",
+    ...r.steal.map((s) => `| ${s.label} | ${n1(s.percent)} | ${s.counted ? "yes" : "no: measured again"} |`),
     "",
   ];
 }

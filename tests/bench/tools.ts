@@ -19,6 +19,8 @@ export interface LoadResult {
   max: number | null;
   mean: number | null;
   notes?: string;
+  /** Share of the machine's CPU time the hypervisor took during the run (%), when it was measured. */
+  stealPercent?: number;
 }
 
 export function round(value: number | null, digits = 2): number | null {
@@ -186,7 +188,7 @@ export function combineSlices(slices: LoadResult[]): LoadResult {
   const p50s = values("p50");
   const notes = slices.flatMap((r) => r.notes ? [r.notes] : []);
   return {
-    label: slices[0].label.replace(/ \[\d+\/\d+\]$/, ""),
+    label: slices[0].label.replace(/ \[\d+\/\d+[^\]]*\]$/, ""),
     tool: slices[0].tool,
     command: `${slices[0].command} (${slices.length} slices of ${
       Math.round(slices[0].seconds)
@@ -201,6 +203,50 @@ export function combineSlices(slices: LoadResult[]): LoadResult {
     mean: slices.every((r) => r.mean !== null) ? slices.reduce((s, r) => s + r.mean! * r.ok, 0) / ok : null,
     notes: notes.length ? notes.join("; ") : undefined,
   };
+}
+
+/** What `takeTurns` measured: each load's counted slices, and the rounds it measured again. */
+export interface Turns {
+  slices: LoadResult[][];
+  /** Slices of rounds measured again, not counted: the hypervisor took too much of the machine in one. */
+  discarded: LoadResult[];
+}
+
+/**
+ * Run each load in turn, `rounds` times (labels get " [round/rounds]"). A round during one of whose slices the
+ * hypervisor took more than `redoAbovePercent` of the machine's CPU is measured again (label
+ * " [round/rounds again]"), at most `maxRedos` times in all: such a slice measures the neighbours, and its
+ * partner slices ran on another machine. The last try of a round counts, whatever its steal.
+ */
+export async function takeTurns(
+  loads: Array<(slice: string) => Promise<LoadResult>>,
+  options: { rounds: number; redoAbovePercent: number; maxRedos: number; onRedo?: (why: string) => void },
+): Promise<Turns> {
+  const slices: LoadResult[][] = loads.map(() => []);
+  const discarded: LoadResult[] = [];
+  let redos = 0;
+  for (let round = 1; round <= options.rounds; round++) {
+    for (let attempt = 0;; attempt++) {
+      const tag = options.rounds > 1 || attempt > 0
+        ? ` [${round}/${options.rounds}${attempt ? " again" : ""}]`
+        : "";
+      const results: LoadResult[] = [];
+      for (const load of loads) results.push(await load(tag));
+      const stolen = results.filter((r) => (r.stealPercent ?? 0) > options.redoAbovePercent);
+      if (stolen.length === 0 || redos >= options.maxRedos) {
+        results.forEach((r, i) => slices[i].push(r));
+        break;
+      }
+      redos++;
+      discarded.push(...results);
+      options.onRedo?.(
+        `round ${round} measured again: the hypervisor took ${
+          stolen.map((r) => `${r.stealPercent!.toFixed(1)} % during "${r.label}"`).join(", ")
+        } (over ${options.redoAbovePercent} %)`,
+      );
+    }
+  }
+  return { slices, discarded };
 }
 
 /** Run pgbench with per-transaction logs; latencies come from the logs, throughput from its summary. */
