@@ -67,14 +67,14 @@ describe("takeTurns", () => {
     assert.deepEqual(labels, [
       "bare [1/2]",
       "service [1/2]",
-      "bare [1/2 again]",
-      "service [1/2 again]",
+      "bare [1/2, try 2]",
+      "service [1/2, try 2]",
       "bare [2/2]",
       "service [2/2]",
     ]);
     assert.deepEqual(turns.slices.map((s) => s.map((r) => r.label)), [
-      ["bare [1/2 again]", "bare [2/2]"],
-      ["service [1/2 again]", "service [2/2]"],
+      ["bare [1/2, try 2]", "bare [2/2]"],
+      ["service [1/2, try 2]", "service [2/2]"],
     ]);
     assert.deepEqual(turns.discarded.map((r) => r.label), ["bare [1/2]", "service [1/2]"]);
     assert.equal(redone.length, 1);
@@ -82,15 +82,25 @@ describe("takeTurns", () => {
     assert.equal(combineSlices(turns.slices[1]).label, "service", "a redone slice's tag is stripped too");
   });
 
-  it("stops measuring again after maxRedos, and counts the last try", async () => {
+  it("stops measuring again after maxRedos, and counts the try that lost the least", async () => {
     const labels: string[] = [];
-    const turns = await takeTurns([load("service", [20, 20, 20, 20], labels)], {
+    const turns = await takeTurns([load("service", [30, 15, 20, 25, 20], labels)], {
       rounds: 2,
       redoAbovePercent: 10,
-      maxRedos: 1,
+      maxRedos: 3,
     });
-    assert.deepEqual(labels, ["service [1/2]", "service [1/2 again]", "service [2/2]"]);
-    assert.deepEqual(turns.slices[0].map((r) => r.label), ["service [1/2 again]", "service [2/2]"]);
-    assert.equal(turns.discarded.length, 1);
+    assert.deepEqual(labels, [
+      "service [1/2]",
+      "service [1/2, try 2]",
+      "service [1/2, try 3]",
+      "service [1/2, try 4]",
+      "service [2/2]",
+    ]);
+    assert.deepEqual(turns.slices[0].map((r) => r.label), ["service [1/2, try 2]", "service [2/2]"]);
+    assert.deepEqual(turns.discarded.map((r) => r.label), [
+      "service [1/2]",
+      "service [1/2, try 3]",
+      "service [1/2, try 4]",
+    ]);
   });
 });

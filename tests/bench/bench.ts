@@ -79,9 +79,9 @@ const PGBENCH_URL = `postgres://postgres@127.0.0.1:5432/${pgbenchDbName}`;
 const ROUNDS = smoke ? 1 : 2;
 /**
  * A round (or the freshness run) during which the hypervisor took more than this share of the machine's CPU is
- * measured again, at most REDOS_PER_RUN times per ratio: a slice that lost a tenth of the machine measured
- * its neighbours (0-23 % per 10 s run on one machine, minutes apart, same code). `--smoke` sets it to -1, so
- * that every smoke round is measured twice and the redo is exercised.
+ * measured again, at most REDOS_PER_RUN times per scenario, and the try that lost the least counts: a slice
+ * that lost a tenth of the machine measured its neighbours (0-27 % per 10 s run on one machine, minutes apart,
+ * same code). `--smoke` sets it to -1, so that every smoke round is measured twice and the path is exercised.
  */
 const STEAL_REDO_PERCENT = smoke ? -1 : 10;
 const REDOS_PER_RUN = smoke ? 1 : 2;
@@ -409,11 +409,11 @@ async function main(): Promise<BenchReport> {
     phase = "settle";
     await waitForDrain(sql, 120_000);
 
-    // 4. freshness at a steady rate (measured again, at most REDOS_PER_RUN times, when the hypervisor took
-    // more than STEAL_REDO_PERCENT of the machine during it; the last try counts)
-    let freshness: FreshnessResult | undefined;
-    for (let attempt = 0; !freshness; attempt++) {
-      const label = attempt === 0 ? "4. freshness" : `4. freshness [again ${attempt}]`;
+    // 4. freshness at a steady rate: measured again, at most REDOS_PER_RUN times, while the hypervisor takes
+    // more than STEAL_REDO_PERCENT of the machine; the try that lost the least counts.
+    const freshTries: Array<{ label: string; result: FreshnessResult; stolen: number }> = [];
+    for (let attempt = 0;; attempt++) {
+      const label = attempt === 0 ? "4. freshness" : `4. freshness [try ${attempt + 1}]`;
       const startCents = (await sql<{ balance: string }[]>`
         SELECT w.balance FROM generate_series(1, ${P.wallets}::int) n
         JOIN wallets w ON w.id = md5('bench-' || n)::uuid ORDER BY n`).map((r) => Number(r.balance));
@@ -433,7 +433,7 @@ async function main(): Promise<BenchReport> {
             rate: P.freshRate,
             seconds: P.freshSeconds,
             pollMs: 5,
-            runId: `${runId}${attempt || ""}`,
+            runId: `${runId}t${attempt}`,
           }),
       );
       log(
@@ -441,19 +441,17 @@ async function main(): Promise<BenchReport> {
           `p99 ${result.delayP99?.toFixed(1)} ms, max ${result.delayMax?.toFixed(1)} ms`,
       );
       const stolen = stealOf(label) ?? 0;
-      if (stolen > STEAL_REDO_PERCENT && attempt < REDOS_PER_RUN) {
-        log(
-          `${label} measured again: the hypervisor took ${
-            stolen.toFixed(1)
-          } % (over ${STEAL_REDO_PERCENT} %)`,
-        );
-        notCounted(label);
-        phase = "settle";
-        await waitForDrain(sql, 120_000);
-      } else {
-        freshness = result;
-      }
+      freshTries.push({ label, result, stolen });
+      if (stolen <= STEAL_REDO_PERCENT || attempt >= REDOS_PER_RUN) break;
+      log(
+        `${label} measured again: the hypervisor took ${stolen.toFixed(1)} % (over ${STEAL_REDO_PERCENT} %)`,
+      );
+      phase = "settle";
+      await waitForDrain(sql, 120_000);
     }
+    const freshCounted = freshTries.reduce((best, t) => t.stolen <= best.stolen ? t : best);
+    for (const t of freshTries) if (t !== freshCounted) notCounted(t.label);
+    const freshness = freshCounted.result;
 
     phase = "settle";
     await waitForDrain(sql, 120_000);

@@ -49,7 +49,7 @@ export interface BenchReport {
   profiles: CpuProfile[];
   serviceCpu: Array<{ label: string; cores: number }>;
   /** Share of the machine's CPU time the hypervisor took during each measured run (/proc/stat steal). */
-  steal: Array<{ label: string; percent: number; /** false for a run measured again */ counted: boolean }>;
+  steal: Array<{ label: string; percent: number; /** false for a try not counted */ counted: boolean }>;
   /** A round or the freshness run was measured again, at most `maxPerScenario` times, above this steal (%). */
   redo: { abovePercent: number; maxPerScenario: number };
   cpuProfiles: ProfileSummary[];
@@ -246,9 +246,8 @@ export function writeReport(r: BenchReport, analysis: string | null = null): str
       "minute (see the CPU stolen by the hypervisor below): a baseline measured minutes before its counterpart " +
       "compared two machines. A round during one of whose slices the hypervisor took more than " +
       `${r.redo.abovePercent} % of the machine's CPU is measured again (at most ${r.redo.maxPerScenario} times per ` +
-      "scenario; the freshness " +
-      "run likewise): such a slice measured the neighbours more than the code. The runs not counted are listed " +
-      "under Profile.",
+      "scenario; the freshness run likewise), and the try whose worst slice lost the least counts: such a slice " +
+      "measured the neighbours more than the code. The tries not counted are listed under Profile.",
     "- **pgbench baselines** run against a database of their own with the same schema and wallets, while the " +
       "service idles (its pipeline has caught up before each pgbench slice), with " +
       `\`-M prepared -c ${s.connections} -j ${s.threads}\`; latencies come from per-transaction logs (\`-l\`). ` +
@@ -410,8 +409,8 @@ function stealSummary(r: BenchReport): string[] {
       ? " The runs did not get the same machine, so a ratio whose two runs differ here is partly the machine's."
       : "") +
     (again > 0
-      ? ` ${again} runs were measured again and are not counted: the hypervisor took more than ` +
-        `${r.redo.abovePercent} % of the machine during them or during a run of their round.`
+      ? ` ${again} runs are not counted: the hypervisor took more than ${r.redo.abovePercent} % of the machine ` +
+        "during them or a run of their round, and a try measured again lost less."
       : ""),
     "",
   ];
@@ -422,11 +421,14 @@ function stealSection(r: BenchReport): string[] {
   return [
     "CPU stolen by the hypervisor during each measured run (the `steal` share of the machine's CPU time, from " +
     `/proc/stat over the whole run). A round during one of whose runs it took more than ${r.redo.abovePercent} % ` +
-    `was measured again, at most ${r.redo.maxPerScenario} times per scenario; its runs are marked not counted:`,
+    `was measured again, at most ${r.redo.maxPerScenario} times per scenario, and the try that lost the least ` +
+    "counts; the others are marked not counted:",
     "",
     "| run | CPU stolen (%) | counted |",
     "|---|--:|---|",
-    ...r.steal.map((s) => `| ${s.label} | ${n1(s.percent)} | ${s.counted ? "yes" : "no: measured again"} |`),
+    ...r.steal.map((s) =>
+      `| ${s.label} | ${n1(s.percent)} | ${s.counted ? "yes" : "no: another try lost less"} |`
+    ),
     "",
   ];
 }

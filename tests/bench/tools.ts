@@ -208,15 +208,16 @@ export function combineSlices(slices: LoadResult[]): LoadResult {
 /** What `takeTurns` measured: each load's counted slices, and the rounds it measured again. */
 export interface Turns {
   slices: LoadResult[][];
-  /** Slices of rounds measured again, not counted: the hypervisor took too much of the machine in one. */
+  /** Slices of the tries not counted: a try of the same round lost less of the machine to the hypervisor. */
   discarded: LoadResult[];
 }
 
 /**
  * Run each load in turn, `rounds` times (labels get " [round/rounds]"). A round during one of whose slices the
  * hypervisor took more than `redoAbovePercent` of the machine's CPU is measured again (label
- * " [round/rounds again]"), at most `maxRedos` times in all: such a slice measures the neighbours, and its
- * partner slices ran on another machine. The last try of a round counts, whatever its steal.
+ * " [round/rounds, try n]"), at most `maxRedos` times in all: such a slice measured the neighbours, and its
+ * partner slices ran on another machine. Of a round's tries, the one whose worst slice lost the least counts
+ * (the latest, on a tie); the others are returned as discarded.
  */
 export async function takeTurns(
   loads: Array<(slice: string) => Promise<LoadResult>>,
@@ -224,27 +225,29 @@ export async function takeTurns(
 ): Promise<Turns> {
   const slices: LoadResult[][] = loads.map(() => []);
   const discarded: LoadResult[] = [];
+  const worstSteal = (results: LoadResult[]) => Math.max(...results.map((r) => r.stealPercent ?? 0));
   let redos = 0;
   for (let round = 1; round <= options.rounds; round++) {
+    const tries: LoadResult[][] = [];
     for (let attempt = 0;; attempt++) {
       const tag = options.rounds > 1 || attempt > 0
-        ? ` [${round}/${options.rounds}${attempt ? " again" : ""}]`
+        ? ` [${round}/${options.rounds}${attempt ? `, try ${attempt + 1}` : ""}]`
         : "";
       const results: LoadResult[] = [];
       for (const load of loads) results.push(await load(tag));
+      tries.push(results);
       const stolen = results.filter((r) => (r.stealPercent ?? 0) > options.redoAbovePercent);
-      if (stolen.length === 0 || redos >= options.maxRedos) {
-        results.forEach((r, i) => slices[i].push(r));
-        break;
-      }
+      if (stolen.length === 0 || redos >= options.maxRedos) break;
       redos++;
-      discarded.push(...results);
       options.onRedo?.(
         `round ${round} measured again: the hypervisor took ${
           stolen.map((r) => `${r.stealPercent!.toFixed(1)} % during "${r.label}"`).join(", ")
         } (over ${options.redoAbovePercent} %)`,
       );
     }
+    const counted = tries.reduce((best, t) => worstSteal(t) <= worstSteal(best) ? t : best);
+    counted.forEach((r, i) => slices[i].push(r));
+    for (const t of tries) if (t !== counted) discarded.push(...t);
   }
   return { slices, discarded };
 }
