@@ -10,7 +10,7 @@ export type AuthEnv = { Variables: { subject: TokenSubject } };
 
 const AUTHORIZATION = /^(?:Token|Bearer)\s+(\S+)\s*$/i;
 
-/** Require a valid token and expose its subject as `c.var.subject`. */
+/** Require a valid token and expose its subject as `c.get("subject")` (`c.var` would copy every variable). */
 export function requireToken(tokens: TokenService) {
   return createMiddleware<AuthEnv>(async function requireToken(c, next) {
     const header = c.req.header("authorization");

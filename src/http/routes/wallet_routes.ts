@@ -172,17 +172,17 @@ export function walletRoutes(deps: { wallets: WalletService; tokens: TokenServic
   const { wallets } = deps;
   return new OpenAPIHono<AuthEnv>({ defaultHook: validationHook })
     .openapi(routes.enable, async (c) => {
-      const wallet = await wallets.enable(c.var.subject.walletId);
+      const wallet = await wallets.enable(c.get("subject").walletId);
       return c.json(successBody({ wallet: presentEnabledWallet(wallet) }), 201);
     })
     .openapi(routes.view, async (c) => {
-      const view = await wallets.view(c.var.subject.walletId);
+      const view = await wallets.view(c.get("subject").walletId);
       return c.json(successBody({ wallet: presentEnabledView(view) }), 200);
     })
     .openapi(routes.transactions, async (c) => {
       const query = c.req.valid("query");
       const limit = query.limit === undefined ? null : Number(query.limit);
-      const page = await wallets.transactions(c.var.subject.walletId, {
+      const page = await wallets.transactions(c.get("subject").walletId, {
         limit,
         after: query.cursor === undefined ? null : BigInt(query.cursor),
       });
@@ -192,18 +192,18 @@ export function walletRoutes(deps: { wallets: WalletService; tokens: TokenServic
     })
     .openapi(routes.deposit, async (c) => {
       const body = validBody(c, { json: () => c.req.valid("json"), form: () => c.req.valid("form") });
-      const { walletId, customerXid } = c.var.subject;
+      const { walletId, customerXid } = c.get("subject");
       const transaction = await wallets.deposit(walletId, validAmount(body.amount), body.reference_id);
       return c.json(successBody({ deposit: presentDeposit(transaction, customerXid) }), 201);
     })
     .openapi(routes.withdrawal, async (c) => {
       const body = validBody(c, { json: () => c.req.valid("json"), form: () => c.req.valid("form") });
-      const { walletId, customerXid } = c.var.subject;
+      const { walletId, customerXid } = c.get("subject");
       const transaction = await wallets.withdraw(walletId, validAmount(body.amount), body.reference_id);
       return c.json(successBody({ withdrawal: presentWithdrawal(transaction, customerXid) }), 201);
     })
     .openapi(routes.disable, async (c) => {
-      const wallet = await wallets.disable(c.var.subject.walletId);
+      const wallet = await wallets.disable(c.get("subject").walletId);
       return c.json(successBody({ wallet: presentDisabledWallet(wallet) }), 200);
     });
 }
