@@ -1,7 +1,8 @@
 /**
  * The near cache on the real Redis: a second read of a wallet is served from memory, a change made by
  * another client (as the consumer in another process makes it) reaches it through Redis's invalidation, this
- * process's own writes show at once, and when the invalidation connection is killed nothing stale is served.
+ * process's own writes show at once (kept as Redis stored them, without a read back), and when the
+ * invalidation connection is killed nothing stale is served.
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -73,6 +74,36 @@ describe("near cache (Redis CLIENT TRACKING)", () => {
       assert.equal((await t.cache.get(wallet.id))?.status, "disabled");
       await t.cache.evict(wallet.id);
       assert.equal(await t.cache.get(wallet.id), null);
+    }),
+  );
+
+  it(
+    "keeps this process's own write without reading it back, and still hears of another client's change after it",
+    withCache(async (t) => {
+      const wallet = cachedWalletEntry();
+      assert.equal(await t.cache.put(wallet), true);
+      const before = t.near.stats();
+      assert.equal((await t.cache.get(wallet.id))?.balance, "10");
+      assert.equal(t.near.stats().hits, before.hits + 1, "served from memory: the write was kept");
+      assert.equal(t.near.stats().misses, before.misses);
+      // Redis does not report this connection's own writes (NOLOOP), and a write ends a key's tracking: the
+      // script reads the key again, so another client's change must still arrive.
+      assert.equal(await t.elsewhere.put({ ...wallet, version: 3, balance: "25" }), true);
+      await waitUntil(() => t.near.stats().invalidations > before.invalidations, {
+        message: "Redis reported another client's change after this process's own write",
+      });
+      assert.equal((await t.cache.get(wallet.id))?.balance, "25");
+    }),
+  );
+
+  it(
+    "does not keep a write Redis refused as older than what it holds",
+    withCache(async (t) => {
+      const wallet = cachedWalletEntry();
+      assert.equal(await t.elsewhere.put({ ...wallet, version: 5, balance: "50" }), true);
+      assert.equal(await t.cache.put({ ...wallet, version: 3, balance: "30" }), false);
+      assert.equal((await t.cache.get(wallet.id))?.balance, "50");
+      assert.equal((await t.cache.get(wallet.id))?.balance, "50", "and again, from memory");
     }),
   );
 

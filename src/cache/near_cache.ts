@@ -1,15 +1,23 @@
 /**
- * A near cache: the Redis entries this process read lately, kept in memory and kept right by Redis itself
- * (server-assisted client-side caching, `CLIENT TRACKING ... REDIRECT`). Redis remembers which keys the data
- * connection read and, when one changes, expires or is deleted, sends its name on `__redis__:invalidate` to a
- * second connection subscribed here; the entry is dropped. A cached read then costs a Map lookup instead of
- * a Redis round trip, and is as fresh as Redis within the time an invalidation takes to arrive (well under a
- * millisecond here).
+ * A near cache: the Redis entries this process read or wrote lately, kept in memory and kept right by Redis
+ * itself (server-assisted client-side caching, `CLIENT TRACKING ON REDIRECT <id> NOLOOP`). Redis remembers
+ * which keys the data connection read and, when one changes, expires or is deleted, sends its name on
+ * `__redis__:invalidate` to a second connection subscribed here; the entry is dropped. A cached read then
+ * costs a Map lookup instead of a Redis round trip, and is as fresh as Redis within the time an invalidation
+ * takes to arrive (well under a millisecond here).
+ *
+ * This process's own writes are not reported back (NOLOOP): the writer keeps what Redis stored (`writing` /
+ * `wrote`). Without it, every write came back as an invalidation of the entry it had just written, and the
+ * next reader waited for a read to get it back; the refresh-ahead confirms every wallet read steadily every
+ * 1.5-2.7 s, and that round of work was 10-25 % of the API's CPU under a cached-GET load over 1,000 wallets.
+ * A key's tracking ends with its first invalidation, so a write through the data connection must leave the key
+ * read again by that connection (the balance cache's script reads it last), or `forget` it.
  *
  * Never staler than Redis allows:
  * - Every entry also carries its own deadline (the Redis entry's expiry), checked on each lookup.
- * - A read's answer is kept only if no invalidation of that key arrived while the read was in flight (an
- *   invalidation can overtake the answer, since it travels on the other connection).
+ * - A read's or a write's answer is kept only if no invalidation of that key arrived while it was in flight
+ *   (an invalidation can overtake the answer, since it travels on the other connection), and a write's only if
+ *   Redis stored it.
  * - While either connection is down or tracking is not (yet) on, nothing is served or kept, and everything
  *   kept is dropped: invalidations sent meanwhile may have been lost.
  */
@@ -102,7 +110,29 @@ export class NearCache<V> {
     return value;
   }
 
-  /** Forget `key` now (this process changed it; Redis's own invalidation follows). */
+  /**
+   * Before this process writes `key` through the data connection: a ticket for `wrote`. Readers are served
+   * the kept entry, if any, until the write's answer arrives.
+   */
+  writing(key: string): number {
+    const ticket = ++this.#ticket;
+    this.#reading.set(key, ticket);
+    return ticket;
+  }
+
+  /**
+   * The answer to the write of `ticket`: `stored` is what Redis now holds for `key` (until `expiresAt`), or
+   * null when the write stored nothing, deleted the key or failed. Kept only if nothing else touched the key
+   * meanwhile; otherwise the kept entry is dropped, and the next read asks Redis.
+   */
+  wrote(key: string, ticket: number, stored: V | null, expiresAt: number): void {
+    const untouched = this.#reading.get(key) === ticket;
+    if (untouched) this.#reading.delete(key);
+    if (untouched && this.#active && stored !== null) this.#keep(key, stored, expiresAt);
+    else this.#entries.delete(key);
+  }
+
+  /** Forget `key` now (this process deleted it, or does not know what Redis holds for it). */
   forget(key: string): void {
     this.#invalidate(key);
   }
@@ -156,7 +186,7 @@ export class NearCache<V> {
       if (generation !== this.#generation) return;
       // Off first: tracking may still point at a subscriber connection that is gone.
       await this.data.call("CLIENT", "TRACKING", "OFF");
-      await this.data.call("CLIENT", "TRACKING", "ON", "REDIRECT", String(this.#subscriberId));
+      await this.data.call("CLIENT", "TRACKING", "ON", "REDIRECT", String(this.#subscriberId), "NOLOOP");
       if (generation !== this.#generation) return;
       this.#active = true;
     } catch (error) {
