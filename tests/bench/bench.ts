@@ -406,14 +406,11 @@ async function main(): Promise<BenchReport> {
         wrkRun(`3. hot-wallet deposits (service)${slice}`, baseUrl, "deposit.lua", tokensHot, service),
     ]);
 
-    phase = "settle";
-    await waitForDrain(sql, 120_000);
-
-    // 4. freshness at a steady rate: measured again, at most REDOS_PER_RUN times, while the hypervisor takes
-    // more than STEAL_REDO_PERCENT of the machine; the try that lost the least counts.
-    const freshTries: Array<{ label: string; result: FreshnessResult; stolen: number }> = [];
-    for (let attempt = 0;; attempt++) {
-      const label = attempt === 0 ? "4. freshness" : `4. freshness [try ${attempt + 1}]`;
+    // 4. freshness at a steady rate, measured again like a stolen round; each try starts on a drained pipeline
+    const freshTurns = await takeTurns([async (tag) => {
+      const label = `4. freshness${tag}`;
+      phase = "settle";
+      await waitForDrain(sql, 120_000);
       const startCents = (await sql<{ balance: string }[]>`
         SELECT w.balance FROM generate_series(1, ${P.wallets}::int) n
         JOIN wallets w ON w.id = md5('bench-' || n)::uuid ORDER BY n`).map((r) => Number(r.balance));
@@ -421,37 +418,29 @@ async function main(): Promise<BenchReport> {
         `${label}: ${P.freshRate} deposits/s for ${P.freshSeconds}s, polling GET every 5 ms after each 201...`,
       );
       await checkpoint();
-      const result: FreshnessResult = await measured(
-        label,
-        P.freshSeconds,
-        service,
-        () =>
-          runFreshness({
-            baseUrl,
-            tokens,
-            startCents,
-            rate: P.freshRate,
-            seconds: P.freshSeconds,
-            pollMs: 5,
-            runId: `${runId}t${attempt}`,
-          }),
-      );
+      const result: FreshnessResult = await measured(label, P.freshSeconds, service, () =>
+        runFreshness({
+          baseUrl,
+          tokens,
+          startCents,
+          rate: P.freshRate,
+          seconds: P.freshSeconds,
+          pollMs: 5,
+          runId: `${runId}${tag.replace(/\W+/g, "")}`,
+        }));
       log(
         `${label}: ${result.answered201} deposits, delay p50 ${result.delayP50?.toFixed(1)} ms, ` +
           `p99 ${result.delayP99?.toFixed(1)} ms, max ${result.delayMax?.toFixed(1)} ms`,
       );
-      const stolen = stealOf(label) ?? 0;
-      freshTries.push({ label, result, stolen });
-      if (stolen <= STEAL_REDO_PERCENT || attempt >= REDOS_PER_RUN) break;
-      log(
-        `${label} measured again: the hypervisor took ${stolen.toFixed(1)} % (over ${STEAL_REDO_PERCENT} %)`,
-      );
-      phase = "settle";
-      await waitForDrain(sql, 120_000);
-    }
-    const freshCounted = freshTries.reduce((best, t) => t.stolen <= best.stolen ? t : best);
-    for (const t of freshTries) if (t !== freshCounted) notCounted(t.label);
-    const freshness = freshCounted.result;
+      return { label, stealPercent: stealOf(label), result };
+    }], {
+      rounds: 1,
+      redoAbovePercent: STEAL_REDO_PERCENT,
+      maxRedos: REDOS_PER_RUN,
+      onRedo: (why) => log(why),
+    });
+    for (const t of freshTurns.discarded) notCounted(t.label);
+    const freshness = freshTurns.slices[0][0].result;
 
     phase = "settle";
     await waitForDrain(sql, 120_000);

@@ -4,8 +4,7 @@
  */
 
 /** One measured load run, whatever produced it. Latencies in milliseconds. */
-export interface LoadResult {
-  label: string;
+export interface LoadResult extends Stolen {
   tool: string;
   /** The command line that produced it (for the report). */
   command: string;
@@ -19,8 +18,6 @@ export interface LoadResult {
   max: number | null;
   mean: number | null;
   notes?: string;
-  /** Share of the machine's CPU time the hypervisor took during the run (%), when it was measured. */
-  stealPercent?: number;
 }
 
 export function round(value: number | null, digits = 2): number | null {
@@ -205,11 +202,18 @@ export function combineSlices(slices: LoadResult[]): LoadResult {
   };
 }
 
-/** What `takeTurns` measured: each load's counted slices, and the rounds it measured again. */
-export interface Turns {
-  slices: LoadResult[][];
+/** What `takeTurns` measured: each load's counted slices, and the tries it did not count. */
+export interface Turns<T> {
+  slices: T[][];
   /** Slices of the tries not counted: a try of the same round lost less of the machine to the hypervisor. */
-  discarded: LoadResult[];
+  discarded: T[];
+}
+
+/** A measured run that knows how much of the machine the hypervisor took during it. */
+export interface Stolen {
+  label: string;
+  /** Share of the machine's CPU time the hypervisor took during the run (%), when it was measured. */
+  stealPercent?: number;
 }
 
 /**
@@ -219,21 +223,21 @@ export interface Turns {
  * partner slices ran on another machine. Of a round's tries, the one whose worst slice lost the least counts
  * (the latest, on a tie); the others are returned as discarded.
  */
-export async function takeTurns(
-  loads: Array<(slice: string) => Promise<LoadResult>>,
+export async function takeTurns<T extends Stolen>(
+  loads: Array<(slice: string) => Promise<T>>,
   options: { rounds: number; redoAbovePercent: number; maxRedos: number; onRedo?: (why: string) => void },
-): Promise<Turns> {
-  const slices: LoadResult[][] = loads.map(() => []);
-  const discarded: LoadResult[] = [];
-  const worstSteal = (results: LoadResult[]) => Math.max(...results.map((r) => r.stealPercent ?? 0));
+): Promise<Turns<T>> {
+  const slices: T[][] = loads.map(() => []);
+  const discarded: T[] = [];
+  const worstSteal = (results: T[]) => Math.max(...results.map((r) => r.stealPercent ?? 0));
   let redos = 0;
   for (let round = 1; round <= options.rounds; round++) {
-    const tries: LoadResult[][] = [];
+    const tries: T[][] = [];
     for (let attempt = 0;; attempt++) {
       const tag = options.rounds > 1 || attempt > 0
         ? ` [${round}/${options.rounds}${attempt ? `, try ${attempt + 1}` : ""}]`
         : "";
-      const results: LoadResult[] = [];
+      const results: T[] = [];
       for (const load of loads) results.push(await load(tag));
       tries.push(results);
       const stolen = results.filter((r) => (r.stealPercent ?? 0) > options.redoAbovePercent);
