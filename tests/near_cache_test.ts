@@ -97,6 +97,23 @@ describe("near cache (Redis CLIENT TRACKING)", () => {
   );
 
   it(
+    "does not keep a write's answer when another client's change arrived while the write was in flight",
+    withCache(async (t) => {
+      const wallet = cachedWalletEntry();
+      await t.elsewhere.put(wallet);
+      await t.cache.get(wallet.id); // read: tracked and kept
+      const key = `wallet:${wallet.id}`; // the balance cache's key (its default prefix)
+      const ticket = t.near.writing(key);
+      const before = t.near.stats().invalidations;
+      assert.equal(await t.elsewhere.put({ ...wallet, version: 4, balance: "40" }), true);
+      await waitUntil(() => t.near.stats().invalidations > before, { message: "the change was reported" });
+      // The answer to this process's write comes after the invalidation (as it can, on the other connection).
+      t.near.wrote(key, ticket, { ...wallet, version: 3, balance: "30" }, Date.now() + 60_000);
+      assert.equal((await t.cache.get(wallet.id))?.balance, "40", "the overtaken answer was not kept");
+    }),
+  );
+
+  it(
     "does not keep a write Redis refused as older than what it holds",
     withCache(async (t) => {
       const wallet = cachedWalletEntry();
