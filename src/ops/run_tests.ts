@@ -23,8 +23,9 @@ export function testEnv(
   return {
     APP_ENV: "test",
     DATABASE_URL: env.TEST_DATABASE_URL || "postgres://postgres@127.0.0.1:5432/mini_wallet_test",
-    REDIS_URL: "redis://127.0.0.1:6379/15",
-    KAFKA_TOPIC: "wallet.created-transaction.test",
+    // Overridable so that two checkouts can run their suites side by side without sharing state.
+    REDIS_URL: env.TEST_REDIS_URL || "redis://127.0.0.1:6379/15",
+    KAFKA_TOPIC: env.TEST_KAFKA_TOPIC || "wallet.created-transaction.test",
     LOG_LEVEL: "warn",
     JWT_SECRET: TEST_JWT_SECRET,
     KAFKAJS_NO_PARTITIONER_WARNING: "1",
