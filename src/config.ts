@@ -95,6 +95,14 @@ const configSchema = z.object({
   // one round trip, compared-and-set on the version (src/wallet/known_wallets.ts). 0: every batch locks first.
   WRITE_KNOWN_WALLETS: z.coerce.number({ error: "WRITE_KNOWN_WALLETS must be a whole number" }).int().min(0)
     .max(10_000_000).default(10_000),
+  // Every request is answered within this: a write that could not be sent by then is answered 503 (with
+  // Retry-After) and never committed; a write already sent waits for its commit's outcome.
+  REQUEST_TIMEOUT_MS: positiveInt("REQUEST_TIMEOUT_MS").max(600_000).default(10_000),
+  // Money requests waiting for a batch; past it, a request is answered 503 at once (backpressure).
+  WRITE_QUEUE_MAX: positiveInt("WRITE_QUEUE_MAX").max(1_000_000).default(10_000),
+  // Transactions that wait for a wallet row another session holds (each holds a connection); batches never
+  // wait for such a row, they write the other wallets and hand that wallet's requests to one of these.
+  WRITE_LOCK_WAITERS: positiveInt("WRITE_LOCK_WAITERS").max(100).default(4),
   METRICS_LOG_INTERVAL_MS: z.coerce.number({ error: "METRICS_LOG_INTERVAL_MS must be a whole number" }).int()
     .min(0).default(60_000),
   RELAY_BATCH_SIZE: positiveInt("RELAY_BATCH_SIZE").max(10000).default(1000),

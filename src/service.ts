@@ -91,8 +91,14 @@ export async function startService(
       sql,
       log,
       cache,
-      batching: { maxConcurrent: config.WRITE_BATCH_CONCURRENCY, maxBatch: config.WRITE_BATCH_MAX },
+      batching: {
+        maxConcurrent: config.WRITE_BATCH_CONCURRENCY,
+        maxBatch: config.WRITE_BATCH_MAX,
+        maxQueued: config.WRITE_QUEUE_MAX,
+      },
       knownWallets: config.WRITE_KNOWN_WALLETS,
+      requestTimeoutMs: config.REQUEST_TIMEOUT_MS,
+      lockWaiters: config.WRITE_LOCK_WAITERS,
       // A relay of this thread or this process's pipeline thread is woken directly; relays in other processes
       // get a coalesced NOTIFY.
       onOutboxWritten: wakeRelay,

@@ -63,13 +63,40 @@ function toTransaction(row: TransactionRow): WalletTransaction {
   };
 }
 
-/** Create the wallet of a customer, or return the existing one (one statement, race-free). */
+/**
+ * Create the wallet of a customer, or return the existing one. `ON CONFLICT DO NOTHING` neither locks nor
+ * rewrites an existing row, so an init never waits for a wallet row another session holds locked (DO UPDATE
+ * did, and wrote a new row version on every repeated init). The statement cannot see a row that another
+ * init committed while it ran (its snapshot is older): then it runs once more.
+ */
 export async function upsertWalletForCustomer(sql: Queryable, customerXid: string): Promise<Wallet> {
-  const rows = await sql<WalletRow[]>`
-    INSERT INTO wallets (id, customer_xid) VALUES (${crypto.randomUUID()}, ${customerXid})
-    ON CONFLICT (customer_xid) DO UPDATE SET customer_xid = EXCLUDED.customer_xid
-    RETURNING id, customer_xid, status, balance, version, enabled_at, disabled_at`;
-  return toWallet(rows[0]);
+  for (let attempt = 0;; attempt++) {
+    const rows = await sql<WalletRow[]>`
+      WITH created AS (
+        INSERT INTO wallets (id, customer_xid) VALUES (${crypto.randomUUID()}, ${customerXid})
+        ON CONFLICT (customer_xid) DO NOTHING
+        RETURNING id, customer_xid, status, balance, version, enabled_at, disabled_at
+      )
+      SELECT * FROM created
+      UNION ALL
+      SELECT id, customer_xid, status, balance, version, enabled_at, disabled_at
+      FROM wallets WHERE customer_xid = ${customerXid} AND NOT EXISTS (SELECT 1 FROM created)`;
+    if (rows.length > 0) return toWallet(rows[0]);
+    if (attempt > 0) throw new Error("wallet of customer neither created nor found");
+  }
+}
+
+/**
+ * Bound this transaction's lock waits (and its statements, no tighter than the connection's own
+ * statement_timeout) by `ms`: `SET LOCAL`, so the connection's settings apply again after it ends.
+ */
+export function setLocalLockTimeout(tx: TransactionSql | ReservedSql, ms: number): Promise<unknown> {
+  const wait = Math.max(1, Math.ceil(ms));
+  return tx`
+    SELECT set_config('lock_timeout', ${wait + "ms"}, true),
+      set_config('statement_timeout',
+        CASE WHEN s.setting::bigint = 0 THEN '0' ELSE greatest(s.setting::bigint, ${wait})::text END, true)
+    FROM pg_settings s WHERE s.name = 'statement_timeout'`.execute();
 }
 
 /** Read a wallet without locking it. */
@@ -92,15 +119,18 @@ export async function lockWallet(tx: TransactionSql, walletId: string): Promise<
 
 /**
  * Lock wallet rows for the rest of the transaction and read them. Rows are locked in id order, so batches
- * locking overlapping sets of wallets cannot deadlock.
+ * locking overlapping sets of wallets cannot deadlock. With `skipLocked`, rows another transaction holds are
+ * left out instead of waited for (so are ids that do not exist): the caller tells them apart.
  */
 export async function lockWallets(
   tx: TransactionSql | ReservedSql,
   walletIds: string[],
+  options: { skipLocked?: boolean } = {},
 ): Promise<Map<string, Wallet>> {
   const rows = await tx<WalletRow[]>`
     SELECT id, customer_xid, status, balance, version, enabled_at, disabled_at
-    FROM wallets WHERE id = ANY(${walletIds}::uuid[]) ORDER BY id FOR UPDATE`;
+    FROM wallets WHERE id = ANY(${walletIds}::uuid[]) ORDER BY id
+    FOR UPDATE ${options.skipLocked ? tx`SKIP LOCKED` : tx``}`;
   return new Map(rows.map((row) => [row.id, toWallet(row)]));
 }
 
@@ -179,14 +209,15 @@ export interface ExpectedWalletChange extends WalletChange {
  * and none of its reference ids is used yet: ONE statement, sent on its own, so it is its own transaction
  * and its COMMIT travels in the same round trip. No client round trip happens inside the row locks.
  *
- * - The wallet rows are locked `FOR UPDATE` in id order first (as lockWallets does, so overlapping batches
- *   of several processes cannot deadlock). A row locked by another transaction is waited for, and then its
- *   newest committed version is what the compare below sees.
+ * - The wallet rows are locked `FOR UPDATE SKIP LOCKED` in id order first. A row another transaction holds
+ *   is not waited for: that wallet is left out (written nothing) and reported as skipped, so one locked
+ *   wallet never holds up the others; the caller waits for it apart.
  * - A wallet passes when its locked version is the expected one: every change of a wallet bumps its version,
  *   so an equal version means the state the rules decided on is the state in the table. Its reference ids
  *   must be unused too (a retry of an earlier request is answered by the locked path, which replays it).
  * - Wallets that pass get their new state, ledger rows and outbox rows; the others get nothing. Per wallet
- *   it is all or nothing, and the ids returned are the wallets written.
+ *   it is all or nothing. Returned: the wallets written, and the wallets skipped (locked elsewhere, or not
+ *   there at all); the rest were locked but did not match.
  *
  * Measured on 16 deposits (EXPLAIN ANALYZE): one JSON document for all three parts was parsed once per part
  * (0.4 ms each), and a reference check per wallet over every transaction of the batch grew with its square
@@ -198,10 +229,10 @@ export interface ExpectedWalletChange extends WalletChange {
 export async function writeWalletChangesIfCurrent(
   sql: Queryable,
   changes: ExpectedWalletChange[],
-): Promise<Set<string>> {
-  if (changes.length === 0) return new Set();
+): Promise<{ written: Set<string>; skipped: Set<string> }> {
+  if (changes.length === 0) return { written: new Set(), skipped: new Set() };
   const doc = changesDocuments(changes);
-  const rows = await sql<{ id: string }[]>`
+  const rows = await sql<{ id: string; written: boolean }[]>`
     WITH w AS (
       SELECT w.* FROM json_to_recordset(${sql.json(doc.wallets)}::json)
         AS w(id uuid, expected_version bigint, status text, balance bigint, version bigint,
@@ -212,7 +243,7 @@ export async function writeWalletChangesIfCurrent(
           balance_after bigint, created_at timestamptz)
     ), locked AS (
       SELECT id, version FROM wallets WHERE id = ANY(${changes.map((c) => c.wallet.id)}::uuid[])
-      ORDER BY id FOR UPDATE
+      ORDER BY id FOR UPDATE SKIP LOCKED
     ), reused AS (
       SELECT DISTINCT t.wallet_id FROM t CROSS JOIN LATERAL (
         SELECT 1 FROM wallet_transactions used
@@ -238,8 +269,17 @@ export async function writeWalletChangesIfCurrent(
         AS o(event_id uuid, wallet_id uuid, shard smallint, wallet_version bigint, event_type text, payload json)
       WHERE o.wallet_id IN (SELECT id FROM current)
     )
-    SELECT id FROM updated`;
-  return new Set(rows.map((row) => row.id));
+    SELECT id, true AS written FROM updated
+    UNION ALL
+    SELECT id, false FROM locked WHERE id NOT IN (SELECT id FROM updated)`;
+  const written = new Set<string>();
+  const seen = new Set<string>();
+  for (const row of rows) {
+    seen.add(row.id);
+    if (row.written) written.add(row.id);
+  }
+  const skipped = new Set(changes.map((c) => c.wallet.id).filter((id) => !seen.has(id)));
+  return { written, skipped };
 }
 
 /**

@@ -6,7 +6,7 @@ import type { Context, ErrorHandler, Hono, NotFoundHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { WalletRefusal } from "../wallet/wallet_errors.ts";
-import { WalletRefusedError } from "../wallet/wallet_errors.ts";
+import { WalletRefusedError, WriteNotAppliedError } from "../wallet/wallet_errors.ts";
 import type { Logger } from "../log.ts";
 import { errorBody, fail, type FailError } from "./jsend.ts";
 
@@ -22,12 +22,22 @@ export const REFUSAL_RESPONSES: Record<WalletRefusal, { status: ContentfulStatus
   wallet_not_found: { status: 401, error: "Invalid or expired token." },
 };
 
+/** What a 503 tells the client: busy or out of time, nothing changed, try again. */
+export const NOT_APPLIED_MESSAGE = "Service busy: the request was not applied; retry it";
+/** The Retry-After of a 503 (seconds). */
+export const RETRY_AFTER_SECONDS = 1;
+
 /** `app.onError`: the single place thrown errors become responses. */
 export function errorHandler(log: Logger): ErrorHandler {
   return function errorHandler(error: Error, c: Context): Response {
     if (error instanceof WalletRefusedError) {
       const { status, error: message } = REFUSAL_RESPONSES[error.refusal];
       return fail(c, status, message);
+    }
+    if (error instanceof WriteNotAppliedError) {
+      // Nothing of the request was (or will be) committed, so a retry, with the same reference_id, is safe.
+      c.header("Retry-After", String(RETRY_AFTER_SECONDS));
+      return c.json(errorBody(NOT_APPLIED_MESSAGE), 503);
     }
     if (error instanceof HTTPException && error.status < 500) {
       return fail(c, error.status as ContentfulStatusCode, error.message || "Bad request");

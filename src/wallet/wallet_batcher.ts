@@ -5,26 +5,46 @@
  * - At most one batch per key (wallet) is in flight, so a wallet's requests are decided in arrival order and
  *   a batch never waits on another batch's row lock in this process.
  * - Up to `maxConcurrent` batches run at once, each on its own connection; a batch spans many wallets.
+ * - A batch may hand some of its items on (a promise as their result: a wallet whose row another session
+ *   holds, waited for apart): the batch's slot is free at once, but their key stays busy until they settle,
+ *   so that wallet's later requests still wait their turn.
+ * - The queue is bounded: past `maxQueued` waiting items, `submit` refuses at once (WriteNotAppliedError).
+ *   An item whose deadline passes while it waits leaves the queue.
  */
+import type { RequestDeadline } from "./request_deadline.ts";
+import { WriteNotAppliedError } from "./wallet_errors.ts";
 
 /** One submitted item and where its result goes. */
 export interface Submitted<Item, Result> {
   key: string;
   item: Item;
+  deadline?: RequestDeadline;
   resolve: (result: Result) => void;
   reject: (error: unknown) => void;
 }
 
-/** Runs one batch; returns one result (or Error) per entry, in the same order. */
+/** One item of a batch, as the runner sees it. */
+export interface BatchEntry<Item> {
+  key: string;
+  item: Item;
+  deadline?: RequestDeadline;
+}
+
+/**
+ * Runs one batch; returns one result per entry, in the same order: a value, an Error, or a promise of the
+ * value for an item handed on (its key stays busy until it settles).
+ */
 export type BatchRunner<Item, Result> = (
-  entries: Array<{ key: string; item: Item }>,
-) => Promise<Array<Result | Error>>;
+  entries: Array<BatchEntry<Item>>,
+) => Promise<Array<Result | Error | Promise<Result>>>;
 
 export interface WriteBatcherOptions {
   /** Batches in flight at once (each holds a database connection). */
   maxConcurrent?: number;
   /** Most items in one batch. */
   maxBatch?: number;
+  /** Most items waiting for a batch; more are refused at once. */
+  maxQueued?: number;
 }
 
 export class WriteBatcher<Item, Result> {
@@ -33,16 +53,35 @@ export class WriteBatcher<Item, Result> {
   #inFlight = 0;
   readonly #maxConcurrent: number;
   readonly #maxBatch: number;
+  readonly #maxQueued: number;
 
   constructor(private readonly run: BatchRunner<Item, Result>, options: WriteBatcherOptions = {}) {
     this.#maxConcurrent = options.maxConcurrent ?? 1; // as WRITE_BATCH_CONCURRENCY's default
     this.#maxBatch = options.maxBatch ?? 500;
+    this.#maxQueued = options.maxQueued ?? 10_000;
   }
 
-  /** Submit an item for `key`; resolves with its own result once its batch committed. */
-  submit(key: string, item: Item): Promise<Result> {
+  /** Items waiting for a batch now. */
+  get queued(): number {
+    return this.#pending.length;
+  }
+
+  /**
+   * Submit an item for `key`; resolves with its own result once its batch committed. Rejects at once with
+   * WriteNotAppliedError("queue_full") when the queue is full. An item whose deadline expires while it waits
+   * is dropped from the queue (its caller answered it already).
+   */
+  submit(key: string, item: Item, deadline?: RequestDeadline): Promise<Result> {
+    if (this.#pending.length >= this.#maxQueued) {
+      return Promise.reject(new WriteNotAppliedError("queue_full"));
+    }
     return new Promise((resolve, reject) => {
-      this.#pending.push({ key, item, resolve, reject });
+      const entry: Submitted<Item, Result> = { key, item, deadline, resolve, reject };
+      this.#pending.push(entry);
+      deadline?.onExpire(() => {
+        const at = this.#pending.indexOf(entry);
+        if (at >= 0) this.#pending.splice(at, 1);
+      });
       this.#pump();
     });
   }
@@ -53,6 +92,7 @@ export class WriteBatcher<Item, Result> {
       const keys = new Set<string>();
       const waiting: Submitted<Item, Result>[] = [];
       for (const entry of this.#pending) {
+        if (entry.deadline?.expired) continue; // answered already; never written
         // Items of a busy wallet, or past the batch size, keep their place (and their order) in the queue;
         // a wallet cut off by maxBatch is marked busy below, so its remainder waits for this batch.
         if (!this.#busyKeys.has(entry.key) && batch.length < this.#maxBatch) {
@@ -62,8 +102,8 @@ export class WriteBatcher<Item, Result> {
           waiting.push(entry);
         }
       }
-      if (batch.length === 0) return; // everything pending belongs to wallets already in flight
       this.#pending = waiting;
+      if (batch.length === 0) return; // everything pending belongs to wallets already in flight
       for (const key of keys) this.#busyKeys.add(key);
       this.#inFlight++;
       void this.#execute(batch, keys);
@@ -71,17 +111,32 @@ export class WriteBatcher<Item, Result> {
   }
 
   async #execute(batch: Submitted<Item, Result>[], keys: Set<string>): Promise<void> {
+    // Keys of items handed on, and what they wait for: released when all of them settled.
+    const handedOn = new Map<string, Promise<unknown>[]>();
     try {
-      const results = await this.run(batch.map(({ key, item }) => ({ key, item })));
+      const results = await this.run(
+        batch.map(({ key, item, deadline }) => ({ key, item, deadline })),
+      );
       batch.forEach((entry, i) => {
         const result = results[i];
-        if (result instanceof Error) entry.reject(result);
+        if (result instanceof Promise) {
+          const settled = result.then(entry.resolve, entry.reject);
+          handedOn.set(entry.key, [...handedOn.get(entry.key) ?? [], settled]);
+        } else if (result instanceof Error) entry.reject(result);
         else entry.resolve(result);
       });
     } catch (error) {
       for (const entry of batch) entry.reject(error);
     } finally {
-      for (const key of keys) this.#busyKeys.delete(key);
+      for (const key of keys) {
+        if (!handedOn.has(key)) this.#busyKeys.delete(key);
+      }
+      for (const [key, waits] of handedOn) {
+        void Promise.all(waits).finally(() => {
+          this.#busyKeys.delete(key);
+          this.#pump();
+        });
+      }
       this.#inFlight--;
       this.#pump();
     }

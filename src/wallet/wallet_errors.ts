@@ -18,3 +18,22 @@ export class WalletRefusedError extends Error {
     this.name = "WalletRefusedError";
   }
 }
+
+/**
+ * The write could not be done now, and nothing of it was or will be committed: its deadline passed before it
+ * could be written, or the write queue was full. A retry (with the same reference_id) is safe.
+ */
+export class WriteNotAppliedError extends Error {
+  constructor(readonly reason: "deadline" | "queue_full") {
+    super(reason === "deadline" ? "Request deadline passed; nothing was written" : "Write queue is full");
+    this.name = "WriteNotAppliedError";
+  }
+}
+
+/** The request's deadline passed before it could be done; for a write, nothing of it was committed. */
+export class RequestTimeoutError extends WriteNotAppliedError {
+  constructor() {
+    super("deadline");
+    this.name = "RequestTimeoutError";
+  }
+}

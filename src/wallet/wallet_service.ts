@@ -4,26 +4,28 @@
  * state is either the row as locked, or the state this process last committed, checked under the lock by
  * its version. Knows nothing of HTTP.
  */
+import postgres from "postgres";
 import { pipelinedTransaction, type Sql } from "../db/client.ts";
 import {
   findTransactionsByReference,
   findWallet,
   findWallets,
   listTransactions,
-  lockWallet,
   lockWallets,
+  setLocalLockTimeout,
   upsertWalletForCustomer,
   type WalletChange,
-  writeWalletChange,
   writeWalletChanges,
   writeWalletChangesIfCurrent,
 } from "../db/wallet_repository.ts";
 import type { BalanceCache, CachedWallet } from "../cache/balance_cache.ts";
 import type { Logger } from "../log.ts";
 import { centsToDecimal } from "./money.ts";
-import { WriteBatcher, type WriteBatcherOptions } from "./wallet_batcher.ts";
+import { type BatchEntry, WriteBatcher, type WriteBatcherOptions } from "./wallet_batcher.ts";
 import { KnownWallets } from "./known_wallets.ts";
-import { WalletRefusedError } from "./wallet_errors.ts";
+import { Slots } from "./lock_wait_slots.ts";
+import { RequestDeadline } from "./request_deadline.ts";
+import { RequestTimeoutError, WalletRefusedError, WriteNotAppliedError } from "./wallet_errors.ts";
 import {
   decideDisable,
   decideEnable,
@@ -53,6 +55,17 @@ export interface WalletServiceOptions {
   knownWallets?: number;
   /** How long a wallet another process wrote is decided on locked rows only (ms). Default 5,000. */
   contendedMs?: number;
+  /**
+   * Every request is answered within this (ms); a write not sent by then is answered with a
+   * RequestTimeoutError and never written. Default 10,000.
+   */
+  requestTimeoutMs?: number;
+  /**
+   * Transactions that wait for a wallet row another session holds (each holds a connection). A batch never
+   * waits for such a row: it writes the other wallets and hands that wallet's requests to one of these.
+   * Default 4.
+   */
+  lockWaiters?: number;
 }
 
 /** How many wallets each write path wrote: counted per wallet per batch. */
@@ -68,14 +81,28 @@ export interface WriteStats {
   knownStateFailed: number;
   /** Decided on the locked row (no known state, a refusal or replay to decide, or a moved version). */
   onLockedState: number;
+  /** Wallets a batch found locked by another session: their requests were waited for apart. */
+  lockedElsewhere: number;
+  /** Writes answered "not applied" at their deadline (503); nothing of them was committed. */
+  timedOut: number;
+  /** Money requests refused at once because the write queue was full (503). */
+  queueFull: number;
+  /** Money requests waiting for a batch now (a gauge). */
+  queued: number;
+  /** Transactions waiting for a wallet row another session holds, now (a gauge). */
+  lockWaiting: number;
 }
 
-/** The requests of one wallet in a batch, and their places in the batch. */
+/** The requests of one wallet in a batch, their places in the batch, and their deadlines. */
 interface WalletRequests {
   walletId: string;
   positions: number[];
   requests: MoneyRequest[];
+  deadlines: Array<RequestDeadline | undefined>;
 }
+
+/** What the results of a batch are filled with. */
+type Results = Array<MoneyOutcome | Error | Promise<MoneyOutcome>>;
 
 /** What GET /api/v1/wallet shows. */
 export interface WalletView {
@@ -109,12 +136,18 @@ export class WalletService {
   readonly #onOutboxWritten: () => void;
   readonly #batcher: WriteBatcher<MoneyRequest, MoneyOutcome>;
   readonly #known: KnownWallets;
-  readonly #writeStats: WriteStats = {
+  readonly #writeStats: Omit<WriteStats, "queued" | "lockWaiting"> = {
     onKnownState: 0,
     versionMoved: 0,
     knownStateFailed: 0,
     onLockedState: 0,
+    lockedElsewhere: 0,
+    timedOut: 0,
+    queueFull: 0,
   };
+  readonly #requestTimeoutMs: number;
+  readonly #lockWaitSlots: Slots;
+  #lockWaiting = 0;
   /** Wallets whose cache entry is due to be confirmed again; read together, in the background. */
   readonly #refreshDue = new Set<string>();
   #refreshing = false;
@@ -129,16 +162,33 @@ export class WalletService {
       maxEntries: options.knownWallets ?? 10_000,
       contendedMs: options.contendedMs,
     });
+    this.#requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
+    this.#lockWaitSlots = new Slots(options.lockWaiters ?? 4);
   }
 
   /** What the write paths did so far (a copy). */
   writeStats(): WriteStats {
-    return { ...this.#writeStats };
+    return { ...this.#writeStats, queued: this.#batcher.queued, lockWaiting: this.#lockWaiting };
   }
 
-  /** Create the customer's account and (disabled) wallet, or find the existing ones. */
+  /**
+   * Create the customer's account and (disabled) wallet, or find the existing ones. One statement that never
+   * waits for a row lock; sent only if a connection was free before the deadline.
+   */
   initAccount(customerXid: string): Promise<Wallet> {
-    return upsertWalletForCustomer(this.#sql, customerXid);
+    const deadline = this.#deadline();
+    return this.#guarded(
+      deadline,
+      (async () => {
+        const connection = await this.#sql.reserve();
+        try {
+          if (!deadline.seal()) throw new RequestTimeoutError();
+          return await upsertWalletForCustomer(connection, customerXid);
+        } finally {
+          connection.release();
+        }
+      })(),
+    );
   }
 
   /** Enable the wallet; refused when already enabled. */
@@ -169,7 +219,7 @@ export class WalletService {
       return requireEnabled(cached);
     }
     const readAt = Date.now(); // the row read below is current at least as of this moment
-    const wallet = await findWallet(this.#sql, walletId);
+    const wallet = await this.#deadline().guard(findWallet(this.#sql, walletId));
     if (!wallet) throw new WalletRefusedError("wallet_not_found");
     const entry = toCached(wallet, readAt);
     await this.#writeCache(entry);
@@ -181,18 +231,20 @@ export class WalletService {
     walletId: string,
     page: { limit: number | null; after: bigint | null },
   ): Promise<TransactionPage> {
-    const wallet = await findWallet(this.#sql, walletId);
+    const deadline = this.#deadline();
+    const wallet = await deadline.guard(findWallet(this.#sql, walletId));
     if (!wallet) throw new WalletRefusedError("wallet_not_found");
     if (wallet.status !== "enabled") throw new WalletRefusedError("wallet_disabled");
-    const result = await listTransactions(this.#sql, walletId, {
+    const result = await deadline.guard(listTransactions(this.#sql, walletId, {
       afterSeq: page.after ?? 0n,
       limit: page.limit,
-    });
+    }));
     return { transactions: result.transactions, nextCursor: result.hasMore ? result.lastSeq : null };
   }
 
   async #money(walletId: string, request: MoneyRequest): Promise<WalletTransaction> {
-    const outcome = await this.#batcher.submit(walletId, request);
+    const deadline = this.#deadline();
+    const outcome = await this.#guarded(deadline, this.#batcher.submit(walletId, request, deadline));
     if (outcome.kind === "refused") throw new WalletRefusedError(outcome.refusal);
     const refusal = replayRefusal(outcome.transaction);
     if (refusal) throw new WalletRefusedError(refusal);
@@ -202,22 +254,34 @@ export class WalletService {
   /**
    * A batch of requests on any number of wallets. Wallets whose state this process knows are decided on it
    * and written in ONE round trip, compared-and-set on their version (#writeOnKnownState); the rest, and any
-   * whose version moved, are decided on their locked rows (#writeOnLockedState).
+   * whose version moved, are decided on their locked rows (#writeOnLockedState). Neither waits for a row
+   * another session holds: such a wallet is left out and its requests are handed to #waitForLockedWallet,
+   * whose promises are their results (the batcher keeps the wallet busy until they settle).
    */
-  async #runMoneyBatch(
-    entries: Array<{ key: string; item: MoneyRequest }>,
-  ): Promise<Array<MoneyOutcome | Error>> {
+  async #runMoneyBatch(entries: Array<BatchEntry<MoneyRequest>>): Promise<Results> {
     const groups = new Map<string, WalletRequests>();
-    entries.forEach(({ key, item }, position) => {
+    entries.forEach(({ key, item, deadline }, position) => {
       let group = groups.get(key);
-      if (!group) groups.set(key, group = { walletId: key, positions: [], requests: [] });
+      if (!group) groups.set(key, group = { walletId: key, positions: [], requests: [], deadlines: [] });
       group.positions.push(position);
       group.requests.push(item);
+      group.deadlines.push(deadline);
     });
-    const results: Array<MoneyOutcome | Error> = new Array(entries.length);
-    const left = await this.#writeOnKnownState([...groups.values()], results);
-    if (left.length > 0) await this.#writeOnLockedState(left, results);
-    if (results.some((r) => !(r instanceof Error) && r.kind === "created")) this.#onOutboxWritten();
+    const results: Results = new Array(entries.length);
+    const { left, skipped } = await this.#writeOnKnownState([...groups.values()], results);
+    if (left.length > 0) skipped.push(...await this.#writeOnLockedState(left, results, "skip"));
+    if (results.some((r) => isCreated(r))) this.#onOutboxWritten();
+    for (const group of mergeByWallet(skipped)) {
+      this.#writeStats.lockedElsewhere++;
+      const waited = this.#waitForLockedWallet(group);
+      group.positions.forEach((position, i) => {
+        results[position] = waited.then((outcomes) => {
+          const outcome = outcomes[i];
+          if (outcome instanceof Error) throw outcome;
+          return outcome;
+        });
+      });
+    }
     return results;
   }
 
@@ -225,80 +289,136 @@ export class WalletService {
    * Decide each wallet's requests on the state this process last committed for it, and write every wallet
    * that is still at that version in one statement (its own transaction, so its COMMIT rides in the same
    * round trip). Only wallets whose every request is created are written this way: a refusal or a replay
-   * must be decided on the row as it is now, not as it was. Returns the groups left for the locked path.
+   * must be decided on the row as it is now, not as it was. Returns the groups left for the locked path, and
+   * the wallets another session holds locked.
    */
   async #writeOnKnownState(
     groups: WalletRequests[],
-    results: Array<MoneyOutcome | Error>,
-  ): Promise<WalletRequests[]> {
-    const now = new Date();
+    results: Results,
+  ): Promise<{ left: WalletRequests[]; skipped: WalletRequests[] }> {
     const left: WalletRequests[] = [];
-    const decided: Array<{ group: WalletRequests; decision: MoneyDecision; expectedVersion: bigint }> = [];
-    for (const group of groups) {
+    const skipped: WalletRequests[] = [];
+    const candidates = groups.filter((group) => {
       const known = this.#known.get(group.walletId);
-      if (!known || known.status !== "enabled") {
-        left.push(group);
-        continue;
-      }
-      const decision = decideMoneyRequests(known, group.requests, new Map(), now);
-      if (decision.outcomes.every((o) => o.kind === "created")) {
-        decided.push({ group, decision, expectedVersion: known.version });
-      } else {
-        left.push(group);
-      }
-    }
-    if (decided.length === 0) return left;
-    let written: Set<string> | null;
+      if (known?.status === "enabled") return true;
+      left.push(group);
+      return false;
+    });
+    if (candidates.length === 0) return { left, skipped };
+    // A connection first: requests are sealed only when their statement can go out at once.
+    const connection = await this.#sql.reserve();
+    const now = new Date();
+    const decided: Array<{ group: WalletRequests; decision: MoneyDecision; expectedVersion: bigint }> = [];
+    let outcome: { written: Set<string>; skipped: Set<string> } | null;
     try {
-      written = await writeWalletChangesIfCurrent(
-        this.#sql,
-        decided.map(({ decision, expectedVersion }) => ({
-          wallet: decision.wallet,
-          transactions: decision.newTransactions,
-          outbox: decision.outbox,
-          expectedVersion,
-        })),
-      );
-    } catch (error) {
-      // The outcome is unknown: the locked path finds out (a committed request is replayed by its reference).
-      this.#log.warn("write on known state failed; deciding on locked rows", {
-        wallets: decided.length,
-        error,
-      });
-      written = null;
+      for (const candidate of candidates) {
+        // Re-read: the known state may have changed while the connection was awaited.
+        const known = this.#known.get(candidate.walletId);
+        const group = claim(candidate, results);
+        if (!group) continue;
+        if (!known || known.status !== "enabled") {
+          unseal(group);
+          left.push(group);
+          continue;
+        }
+        const decision = decideMoneyRequests(known, group.requests, new Map(), now);
+        if (decision.outcomes.every((o) => o.kind === "created")) {
+          decided.push({ group, decision, expectedVersion: known.version });
+        } else {
+          unseal(group);
+          left.push(group);
+        }
+      }
+      if (decided.length === 0) return { left, skipped };
+      try {
+        outcome = await writeWalletChangesIfCurrent(
+          connection,
+          decided.map(({ decision, expectedVersion }) => ({
+            wallet: decision.wallet,
+            transactions: decision.newTransactions,
+            outbox: decision.outbox,
+            expectedVersion,
+          })),
+        );
+      } catch (error) {
+        // The outcome is unknown: the locked path finds out (a committed request is replayed by its
+        // reference), and the requests stay sealed until it does.
+        this.#log.warn("write on known state failed; deciding on locked rows", {
+          wallets: decided.length,
+          error,
+        });
+        outcome = null;
+      }
+    } finally {
+      connection.release();
     }
     for (const { group, decision } of decided) {
-      if (written?.has(group.walletId)) {
+      if (outcome?.written.has(group.walletId)) {
         this.#known.remember(decision.wallet);
-        decision.outcomes.forEach((outcome, i) => results[group.positions[i]] = outcome);
+        decision.outcomes.forEach((o, i) => results[group.positions[i]] = o);
         this.#writeStats.onKnownState++;
-      } else {
-        if (written) {
+      } else if (outcome) {
+        unseal(group); // certainly not written
+        if (outcome.skipped.has(group.walletId)) {
+          skipped.push(group);
+        } else {
           this.#known.contended(group.walletId);
           this.#writeStats.versionMoved++;
-        } else {
-          this.#known.forget(group.walletId);
-          this.#writeStats.knownStateFailed++;
+          left.push(group);
         }
+      } else {
+        this.#known.forget(group.walletId);
+        this.#writeStats.knownStateFailed++;
         left.push(group);
       }
     }
-    return left;
+    return { left, skipped };
   }
 
   /**
    * One transaction for the given wallets, in two round trips: BEGIN, the locks (wallets in id order) and
    * the reference ids already used go out together; the wallet rules decide; the one write statement and
    * COMMIT go out together. Fills in the results of the groups' requests.
+   *
+   * - "skip": rows another session holds are not waited for; their groups are returned untouched.
+   * - "wait": (one wallet, see #waitForLockedWallet) the lock is waited for until the last deadline of its
+   *   requests (SET LOCAL lock_timeout); a wallet that is not there is refused.
+   *
+   * Requests are sealed in the decision step, right before the write goes out; those already answered at
+   * their deadline are left out.
    */
-  async #writeOnLockedState(groups: WalletRequests[], results: Array<MoneyOutcome | Error>): Promise<void> {
+  async #writeOnLockedState(
+    groups: WalletRequests[],
+    results: Results,
+    locking: "skip" | "wait",
+  ): Promise<WalletRequests[]> {
+    let lockTimeoutMs: number | null = null;
+    if (locking === "wait") {
+      const live = groups.flatMap((g) => g.deadlines).filter((d) => !d?.expired);
+      if (live.length === 0) {
+        timeOut(groups, results);
+        return [];
+      }
+      // A sealed request (its earlier write's outcome unknown) must be found out, not timed out: then the
+      // connection's own lock_timeout applies.
+      if (live.every((d) => d !== undefined && !d.sealed)) {
+        lockTimeoutMs = Math.max(...live.map((d) => d!.remaining()));
+        if (lockTimeoutMs <= 0) {
+          timeOut(groups, results);
+          return [];
+        }
+      }
+    }
+    const skipped: WalletRequests[] = [];
+    const claimed: WalletRequests[] = [];
     try {
       const committed: Wallet[] = [];
       const outcomes = await pipelinedTransaction(
         this.#sql,
         (tx) =>
           Promise.all([
-            lockWallets(tx, groups.map((g) => g.walletId)),
+            lockTimeoutMs === null ? null : setLocalLockTimeout(tx, lockTimeoutMs),
+            lockWallets(tx, groups.map((g) => g.walletId), { skipLocked: locking === "skip" }),
             findTransactionsByReference(
               tx,
               groups.flatMap((g) =>
@@ -306,12 +426,19 @@ export class WalletService {
               ),
             ),
           ]),
-        ([locked, recorded], tx) => {
+        ([, locked, recorded], tx) => {
           const now = new Date();
           const outcomes = new Map<WalletRequests, MoneyOutcome[]>();
           const changes: WalletChange[] = [];
-          for (const group of groups) {
-            const wallet = locked.get(group.walletId);
+          for (const candidate of groups) {
+            const wallet = locked.get(candidate.walletId);
+            if (!wallet && locking === "skip") {
+              skipped.push(candidate); // held by another session (or not there): waited for apart
+              continue;
+            }
+            const group = claim(candidate, results);
+            if (!group) continue;
+            claimed.push(group);
             if (!wallet) {
               outcomes.set(
                 group,
@@ -343,42 +470,108 @@ export class WalletService {
       for (const [group, groupOutcomes] of outcomes) {
         groupOutcomes.forEach((outcome, i) => results[group.positions[i]] = outcome);
       }
+      return skipped;
     } catch (error) {
       for (const group of groups) this.#known.forget(group.walletId);
+      // A refusal by PostgreSQL rolled the transaction back: nothing of it was written. Any other failure
+      // (a lost connection) leaves the outcome unknown: the requests stay sealed until a retry finds out.
+      if (error instanceof postgres.PostgresError) claimed.forEach(unseal);
+      if (locking === "wait" && isLockWaitEnd(error)) {
+        // The lock was not granted before the last deadline: nothing was written.
+        for (const group of groups) {
+          group.positions.forEach((position, i) => {
+            results[position] = group.deadlines[i]?.sealed ? asError(error) : new RequestTimeoutError();
+          });
+        }
+        return [];
+      }
       const requests = groups.reduce((n, g) => n + g.requests.length, 0);
       if (requests === 1) {
         results[groups[0].positions[0]] = asError(error);
-        return;
+        return [];
       }
       // One bad request must not fail its neighbours: each is retried in a transaction of its own.
       this.#log.warn("write batch failed; retrying its requests one by one", { size: requests, error });
+      const left: WalletRequests[] = [];
       for (const group of groups) {
         for (let i = 0; i < group.requests.length; i++) {
           const single = {
             walletId: group.walletId,
             positions: [group.positions[i]],
             requests: [group.requests[i]],
+            deadlines: [group.deadlines[i]],
           };
-          await this.#writeOnLockedState([single], results);
+          left.push(...await this.#writeOnLockedState([single], results, locking));
         }
       }
+      return left;
     }
   }
 
-  async #changeStatus(
+  /**
+   * The requests of a wallet whose row another session held when their batch ran: written in a transaction of
+   * their own that waits for the row lock, at most until their last deadline, while batches of every other
+   * wallet go on. At most `lockWaiters` such transactions at once (each holds a connection while it waits).
+   * Returns one outcome (or Error) per request.
+   */
+  async #waitForLockedWallet(group: WalletRequests): Promise<Array<MoneyOutcome | Error>> {
+    const local: WalletRequests = { ...group, positions: group.requests.map((_, i) => i) };
+    const results: Results = new Array(group.requests.length);
+    await this.#lockWaitSlots.acquire();
+    this.#lockWaiting++;
+    try {
+      await this.#writeOnLockedState([local], results, "wait");
+    } catch (error) {
+      results.fill(asError(error));
+    } finally {
+      this.#lockWaiting--;
+      this.#lockWaitSlots.release();
+    }
+    if (results.some((r) => isCreated(r))) this.#onOutboxWritten();
+    return results as Array<MoneyOutcome | Error>;
+  }
+
+  /**
+   * A status change: BEGIN, the lock wait bounded by the deadline (SET LOCAL lock_timeout) and the locked row
+   * go out together; the rule decides; the write (sealed first) and COMMIT go out together.
+   */
+  #changeStatus(
     walletId: string,
     decide: (wallet: Wallet, now: Date) => StatusDecision,
   ): Promise<Wallet> {
+    const deadline = this.#deadline();
+    return this.#guarded(deadline, this.#changeStatusBy(walletId, decide, deadline));
+  }
+
+  async #changeStatusBy(
+    walletId: string,
+    decide: (wallet: Wallet, now: Date) => StatusDecision,
+    deadline: RequestDeadline,
+  ): Promise<Wallet> {
     const now = new Date();
-    const decision = await this.#sql.begin(async (tx) => {
-      const locked = await lockWallet(tx, walletId);
-      if (!locked) throw new WalletRefusedError("wallet_not_found");
-      const decided = decide(locked, now);
-      if (decided.kind === "changed") {
-        await writeWalletChange(tx, { wallet: decided.wallet, transactions: [], outbox: [decided.outbox] });
-      }
-      return decided;
-    });
+    let decision: StatusDecision;
+    try {
+      decision = await pipelinedTransaction<[unknown, Map<string, Wallet>], StatusDecision>(
+        this.#sql,
+        (tx) =>
+          Promise.all([
+            setLocalLockTimeout(tx, deadline.remaining()),
+            lockWallets(tx, [walletId]),
+          ]),
+        ([, locked], tx) => {
+          const wallet = locked.get(walletId);
+          if (!wallet) throw new WalletRefusedError("wallet_not_found");
+          const decided = decide(wallet, now);
+          if (decided.kind === "refused") return { result: decided, statements: [] };
+          if (!deadline.seal()) throw new RequestTimeoutError();
+          const change = { wallet: decided.wallet, transactions: [], outbox: [decided.outbox] };
+          return { result: decided, statements: [writeWalletChanges(tx, [change])] };
+        },
+      );
+    } catch (error) {
+      if (isLockWaitEnd(error) && !deadline.sealed) throw new RequestTimeoutError();
+      throw error;
+    }
     if (decision.kind === "refused") throw new WalletRefusedError(decision.refusal);
     this.#known.remember(decision.wallet);
     this.#onOutboxWritten();
@@ -386,6 +579,22 @@ export class WalletService {
     const entry = toCached(decision.wallet, now.getTime());
     if (!await this.#writeCache(entry)) await this.#evictCache(walletId);
     return decision.wallet;
+  }
+
+  /** A new request's deadline. */
+  #deadline(): RequestDeadline {
+    return new RequestDeadline(this.#requestTimeoutMs);
+  }
+
+  /** `work`, answered by its deadline unless sealed (see RequestDeadline); counts the writes not applied. */
+  #guarded<T>(deadline: RequestDeadline, work: Promise<T>): Promise<T> {
+    return deadline.guard(work).catch((error) => {
+      if (error instanceof WriteNotAppliedError) {
+        if (error.reason === "deadline") this.#writeStats.timedOut++;
+        else this.#writeStats.queueFull++;
+      }
+      throw error;
+    });
   }
 
   /**
@@ -474,4 +683,62 @@ function requireEnabled(wallet: CachedWallet): WalletView {
 
 function asError(error: unknown): Error {
   return error instanceof Error ? error : new Error(String(error));
+}
+
+function isCreated(result: MoneyOutcome | Error | Promise<MoneyOutcome> | undefined): boolean {
+  return result !== undefined && !(result instanceof Error) && !(result instanceof Promise) &&
+    result.kind === "created";
+}
+
+/**
+ * The group's requests that may still be written, sealed (see RequestDeadline): those answered at their
+ * deadline already get that error as their result and are left out. Null when none is left. The caller sends
+ * the write in the same synchronous step, or unseals.
+ */
+function claim(group: WalletRequests, results: Results): WalletRequests | null {
+  const kept: WalletRequests = { walletId: group.walletId, positions: [], requests: [], deadlines: [] };
+  group.requests.forEach((request, i) => {
+    const deadline = group.deadlines[i];
+    if (deadline && !deadline.seal()) {
+      results[group.positions[i]] = new RequestTimeoutError();
+      return;
+    }
+    kept.positions.push(group.positions[i]);
+    kept.requests.push(request);
+    kept.deadlines.push(deadline);
+  });
+  return kept.requests.length > 0 ? kept : null;
+}
+
+/** The group's write certainly did not commit: its deadlines apply again. */
+function unseal(group: WalletRequests): void {
+  for (const deadline of group.deadlines) deadline?.unseal();
+}
+
+/** Every request of the groups answered "not applied" (their deadlines passed; nothing was written). */
+function timeOut(groups: WalletRequests[], results: Results): void {
+  for (const group of groups) {
+    for (const position of group.positions) results[position] = new RequestTimeoutError();
+  }
+}
+
+/** Groups of the same wallet joined, in order (retried one by one, a wallet's requests come apart). */
+function mergeByWallet(groups: WalletRequests[]): WalletRequests[] {
+  const byWallet = new Map<string, WalletRequests>();
+  for (const group of groups) {
+    const joined = byWallet.get(group.walletId);
+    if (!joined) byWallet.set(group.walletId, { ...group });
+    else {
+      joined.positions = [...joined.positions, ...group.positions];
+      joined.requests = [...joined.requests, ...group.requests];
+      joined.deadlines = [...joined.deadlines, ...group.deadlines];
+    }
+  }
+  return [...byWallet.values()];
+}
+
+/** A lock wait (or the statement waiting for it) ended by its timeout: the transaction was rolled back. */
+function isLockWaitEnd(error: unknown): boolean {
+  return error instanceof postgres.PostgresError &&
+    (error.code === "55P03" || error.code === "57014");
 }

@@ -25,7 +25,14 @@ export interface Harness {
 
 /** Build the app against the test database and Redis. Close it in `after()`. */
 export function createHarness(
-  options: { poolSize?: number; knownWallets?: number; contendedMs?: number } = {},
+  options: {
+    poolSize?: number;
+    knownWallets?: number;
+    contendedMs?: number;
+    requestTimeoutMs?: number;
+    maxQueued?: number;
+    lockWaiters?: number;
+  } = {},
 ): Harness {
   const sql = createSql(config.DATABASE_URL, { max: options.poolSize ?? 10 });
   const redis = createRedis(config.REDIS_URL);
@@ -39,6 +46,9 @@ export function createHarness(
     cache,
     knownWallets: options.knownWallets,
     contendedMs: options.contendedMs,
+    requestTimeoutMs: options.requestTimeoutMs,
+    batching: options.maxQueued === undefined ? undefined : { maxQueued: options.maxQueued },
+    lockWaiters: options.lockWaiters,
   });
   const app = createApp({ wallets, tokens, log });
   return {

@@ -6,11 +6,15 @@ export function json<T extends z.ZodType>(schema: T, description: string) {
   return { description, content: { "application/json": { schema } } };
 }
 
-/** Fails every route can answer with, plus the 500 error. */
+/** Fails every route can answer with, plus the 500 and 503 errors. */
 export const commonFailures = {
   413: json(failSchema("Request body is too large: at most 1048576 bytes."), "Body over 1 MiB"),
   415: json(failSchema("Unsupported Content-Type: send multipart/form-data, ..."), "Unsupported media type"),
   500: json(errorSchema, "Fault on our side (no internals)"),
+  503: json(
+    errorSchema,
+    "Busy or out of time: nothing was applied; retry after `Retry-After` seconds (same reference_id)",
+  ),
 };
 
 export const unauthorized = {

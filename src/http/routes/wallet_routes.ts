@@ -61,6 +61,7 @@ function walletRoutesDefinitions(auth: ReturnType<typeof requireToken>) {
       400: json(failSchema("Already enabled"), "The wallet is already enabled"),
       ...unauthorized,
       500: commonFailures[500],
+      503: commonFailures[503],
     },
   });
 
@@ -78,6 +79,7 @@ function walletRoutesDefinitions(auth: ReturnType<typeof requireToken>) {
       ...unauthorized,
       ...walletDisabled,
       500: commonFailures[500],
+      503: commonFailures[503],
     },
   });
 
@@ -103,6 +105,7 @@ function walletRoutesDefinitions(auth: ReturnType<typeof requireToken>) {
       ...unauthorized,
       ...walletDisabled,
       500: commonFailures[500],
+      503: commonFailures[503],
     },
   });
 
