@@ -97,6 +97,26 @@ describe("a hung Redis (SIGSTOP)", () => {
   });
 });
 
+describe("a near cache whose invalidation connection stops answering", () => {
+  it("serves nothing once its lease lapses, though its entries have not expired", async () => {
+    const redis = await startPrivateRedis();
+    const h = createHarness({ redisUrl: redis.url, nearMaxEntries: 1000, freshnessMs: 5000 });
+    try {
+      await waitUntil(() => h.near!.stats().active, { message: "near cache active" });
+      const wallet = await enabledWallet(h.app); // the enable's write-through is kept in memory
+      const key = `wallet:${wallet.walletId}`;
+      assert.ok(h.near!.get(key), "served from memory while Redis answers");
+      redis.hang();
+      await waitUntil(() => h.near!.get(key) === undefined, { message: "the near cache stopped serving" });
+      assert.ok(h.near!.stats().leaseLapses >= 1, "refused for want of a lease, not for expiry");
+    } finally {
+      redis.resume();
+      await h.close();
+      await redis.dispose();
+    }
+  });
+});
+
 describe("Redis stopped and started again", () => {
   let topic: string;
   before(async () => topic = await createTestTopic(config.KAFKA_BROKERS, { label: "redis-restart" }));
