@@ -18,6 +18,9 @@ import { hideKafkajsTimeoutWarning } from "../outbox/kafka.ts";
 
 hideKafkajsTimeoutWarning();
 
+/** The service's Redis command timeout (REDIS_COMMAND_TIMEOUT_MS), not the test harness's longer one. */
+const commandTimeoutMs = config.REDIS_COMMAND_TIMEOUT_MS;
+
 async function deposit(h: Harness, token: string, amount: number) {
   const response = await call(h.app, "POST", "/api/v1/wallet/deposits", {
     token,
@@ -35,7 +38,7 @@ async function balanceOf(h: Harness, token: string): Promise<number> {
 describe("a hung Redis (SIGSTOP)", () => {
   it("costs GET one command timeout until the breaker opens, then nothing; the cache serves again once it answers", async () => {
     const redis = await startPrivateRedis();
-    const h = createHarness({ redisUrl: redis.url, nearMaxEntries: 1000 });
+    const h = createHarness({ redisUrl: redis.url, nearMaxEntries: 1000, commandTimeoutMs });
     const other = createHarness({ redisUrl: redis.url });
     try {
       await waitUntil(() => h.near!.stats().active, { message: "near cache active" });
@@ -100,12 +103,19 @@ describe("a hung Redis (SIGSTOP)", () => {
 describe("a near cache whose invalidation connection stops answering", () => {
   it("serves nothing once its lease lapses, though its entries have not expired", async () => {
     const redis = await startPrivateRedis();
-    const h = createHarness({ redisUrl: redis.url, nearMaxEntries: 1000, freshnessMs: 5000 });
+    const h = createHarness({
+      redisUrl: redis.url,
+      nearMaxEntries: 1000,
+      freshnessMs: 5000,
+      commandTimeoutMs,
+    });
     try {
       await waitUntil(() => h.near!.stats().active, { message: "near cache active" });
       const wallet = await enabledWallet(h.app); // the enable's write-through is kept in memory
       const key = `wallet:${wallet.walletId}`;
-      assert.ok(h.near!.get(key), "served from memory while Redis answers");
+      await waitUntil(() => h.near!.get(key) !== undefined, {
+        message: "served from memory while Redis answers",
+      });
       redis.hang();
       await waitUntil(() => h.near!.get(key) === undefined, { message: "the near cache stopped serving" });
       assert.ok(h.near!.stats().leaseLapses >= 1, "refused for want of a lease, not for expiry");
@@ -123,8 +133,8 @@ describe("Redis stopped and started again", () => {
 
   it("heals every connection: GET from the cache, near-cache tracking, the consumer's writes", async () => {
     const redis = await startPrivateRedis();
-    const api = createHarness({ redisUrl: redis.url, nearMaxEntries: 1000 });
-    const pipeline = createPipeline({ topic, redisUrl: redis.url });
+    const api = createHarness({ redisUrl: redis.url, nearMaxEntries: 1000, commandTimeoutMs });
+    const pipeline = createPipeline({ topic, redisUrl: redis.url, commandTimeoutMs });
     const relay = pipeline.startRelay();
     const consumer = pipeline.startConsumer();
     try {
@@ -148,11 +158,12 @@ describe("Redis stopped and started again", () => {
         message: "the consumer applies events again",
       });
       assert.ok(consumer.metrics.cacheApplied > beforeStop);
-      // Read twice: the second read is served from the near cache, as before the outage.
-      assert.equal(await balanceOf(api, wallet.token), 16);
-      const hits = api.near!.stats().hits;
-      assert.equal(await balanceOf(api, wallet.token), 16);
-      assert.ok(api.near!.stats().hits > hits, "the near cache serves again");
+      // Read again: a read is served from the near cache, as before the outage.
+      await waitUntil(async () => {
+        const hits = api.near!.stats().hits;
+        assert.equal(await balanceOf(api, wallet.token), 16);
+        return api.near!.stats().hits > hits;
+      }, { message: "the near cache serves again" });
     } finally {
       await relay.stop();
       await consumer.stop();
@@ -174,8 +185,8 @@ describe("a status change while Redis refuses writes (CLIENT PAUSE WRITE)", () =
   before(async () => {
     redis = await startPrivateRedis();
     admin = new Redis(redis.url);
-    a = createHarness({ redisUrl: redis.url, nearMaxEntries: 1000, freshnessMs });
-    b = createHarness({ redisUrl: redis.url, nearMaxEntries: 1000, freshnessMs });
+    a = createHarness({ redisUrl: redis.url, nearMaxEntries: 1000, freshnessMs, commandTimeoutMs });
+    b = createHarness({ redisUrl: redis.url, nearMaxEntries: 1000, freshnessMs, commandTimeoutMs });
     await waitUntil(() => a.near!.stats().active && b.near!.stats().active, {
       message: "near caches active",
     });
@@ -191,10 +202,11 @@ describe("a status change while Redis refuses writes (CLIENT PAUSE WRITE)", () =
   /** Keep `walletId`'s entry in b's near cache (and in Redis): b's next GET is a near-cache hit. */
   async function readOnB(token: string, walletId: string) {
     await balanceOf(b, token);
-    await waitUntil(async () => (await b.cache.get(walletId)) !== null, { message: "entry in Redis" });
-    const hits = b.near!.stats().hits;
-    await b.cache.get(walletId);
-    assert.equal(b.near!.stats().hits, hits + 1, "b keeps the entry in memory");
+    await waitUntil(async () => {
+      const hits = b.near!.stats().hits;
+      await b.cache.get(walletId);
+      return b.near!.stats().hits === hits + 1;
+    }, { message: "b keeps the entry in memory" });
   }
 
   it("never shows the old status after the change answered 200", async () => {

@@ -37,7 +37,7 @@ const INVALIDATION_CHANNEL = "__redis__:invalidate";
 const ACTIVATION_RETRY_MS = 1000;
 
 /** How long a PING answered on the invalidation connection lets entries be served (ms), unless told. */
-export const DEFAULT_LEASE_MS = 50;
+export const DEFAULT_LEASE_MS = 100;
 
 export interface NearCacheStats {
   hits: number;

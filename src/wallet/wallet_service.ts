@@ -627,7 +627,7 @@ export class WalletService {
    * near-cache lease later, when every near cache has either heard the invalidation or stopped serving. When
    * Redis did not take it in time: once every entry that could hold the old status has expired, `freshnessMs`
    * after the commit. Redis is not a dependency of the write: a failing Redis costs a status change at most
-   * the freshness (3 s), a working one the lease (50 ms).
+   * the freshness (3 s), a working one the lease (100 ms).
    */
   async #statusVisible(entry: CachedWallet, committedAt: number): Promise<void> {
     if (!this.#cache) return;

@@ -15,6 +15,12 @@ import type { Redis } from "ioredis";
 
 export const config = parseConfig(Deno.env.toObject());
 
+/**
+ * The Redis command timeout of test harnesses unless a test sets one: longer than the service's default, so a
+ * test process stalled by the shared machine's load does not see its own cache reads time out.
+ */
+export const TEST_COMMAND_TIMEOUT_MS = 1000;
+
 export interface Harness {
   sql: Sql;
   redis: Redis;
@@ -42,6 +48,8 @@ export function createHarness(
     redisUrl?: string;
     nearMaxEntries?: number;
     freshnessMs?: number;
+    /** Redis command timeout (ms); the fault tests use the service's default. */
+    commandTimeoutMs?: number;
   } = {},
 ): Harness {
   const sql = createSql(config.DATABASE_URL, { max: options.poolSize ?? 10 });
@@ -50,7 +58,7 @@ export function createHarness(
     log: createLogger("silent"),
     freshnessMs: options.freshnessMs ?? config.CACHE_FRESHNESS_MS,
     nearMaxEntries: options.nearMaxEntries,
-    commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
+    commandTimeoutMs: options.commandTimeoutMs ?? TEST_COMMAND_TIMEOUT_MS,
     nearLeaseMs: config.NEAR_CACHE_LEASE_MS,
     breakerFailures: config.REDIS_BREAKER_FAILURES,
     breakerOpenMs: config.REDIS_BREAKER_OPEN_MS,

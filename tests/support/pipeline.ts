@@ -16,7 +16,7 @@ import { PipelineMetrics } from "../../outbox/metrics.ts";
 import { type RunningRelay, startRelay } from "../../outbox/relay.ts";
 import { type RunningConsumer, startConsumer } from "../../outbox/consumer.ts";
 import type { Redis } from "ioredis";
-import { config as testConfig } from "./harness.ts";
+import { config as testConfig, TEST_COMMAND_TIMEOUT_MS } from "./harness.ts";
 
 export interface PipelineRelay extends RunningRelay {
   metrics: PipelineMetrics;
@@ -52,6 +52,8 @@ export function createPipeline(
     freshnessMs?: number;
     /** Another Redis than the test environment's (a private server the test stops). */
     redisUrl?: string;
+    /** Redis command timeout (ms); TEST_COMMAND_TIMEOUT_MS unless set. */
+    commandTimeoutMs?: number;
   },
 ): Pipeline {
   const config: Config = {
@@ -69,7 +71,7 @@ export function createPipeline(
     redisUrl: config.REDIS_URL,
     log,
     freshnessMs: options.freshnessMs ?? config.CACHE_FRESHNESS_MS,
-    commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
+    commandTimeoutMs: options.commandTimeoutMs ?? TEST_COMMAND_TIMEOUT_MS,
     nearLeaseMs: config.NEAR_CACHE_LEASE_MS,
     breakerFailures: config.REDIS_BREAKER_FAILURES,
     breakerOpenMs: config.REDIS_BREAKER_OPEN_MS,
