@@ -20,6 +20,7 @@ import {
 } from "../db/wallet_repository.ts";
 import type { BalanceCache, CachedWallet } from "../cache/balance_cache.ts";
 import { DEFAULT_LEASE_MS } from "../cache/near_cache.ts";
+import { RedisUnavailableError } from "../cache/redis_breaker.ts";
 import type { Logger } from "../log.ts";
 import { centsToDecimal } from "./money.ts";
 import { type BatchEntry, WriteBatcher, type WriteBatcherOptions } from "./wallet_batcher.ts";
@@ -690,7 +691,10 @@ export class WalletService {
     try {
       return await this.#cache.get(walletId);
     } catch (error) {
-      this.#log.warn("balance cache unavailable; reading PostgreSQL", { error });
+      // Skipped by the open breaker: it logged the outage once; a line per request would flood the log.
+      if (!(error instanceof RedisUnavailableError)) {
+        this.#log.warn("balance cache unavailable; reading PostgreSQL", { error });
+      }
       return null;
     }
   }
@@ -702,7 +706,9 @@ export class WalletService {
       await this.#cache.put(entry);
       return true;
     } catch (error) {
-      this.#log.warn("balance cache write failed", { walletId: entry.id, error });
+      if (!(error instanceof RedisUnavailableError)) {
+        this.#log.warn("balance cache write failed", { walletId: entry.id, error });
+      }
       return false;
     }
   }
