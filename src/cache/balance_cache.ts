@@ -151,29 +151,31 @@ export class BalanceCache {
    * The cached wallet, or null on a miss. Throws when Redis is unreachable, slow (the command timeout) or
    * skipped (its breaker is open; then at once, and the near cache is not consulted either).
    */
-  async get(walletId: string): Promise<CachedWallet | null> {
+  get(walletId: string): Promise<CachedWallet | null> {
     const key = this.#key(walletId);
     const near = this.options.near;
-    let entry: CachedWallet | null;
-    try {
-      if (this.options.breaker && !this.options.breaker.allows()) {
-        entry = await this.#guarded(() => this.#load(key)); // throws at once, and counts the skip
-      } else if (!near) entry = await this.#guarded(() => this.#load(key));
-      else {
-        entry = near.get(key) ??
-          await near.read(
-            key,
-            () => this.#guarded(() => this.#load(key)),
-            (entry) => entry.confirmedAt + this.freshnessMs,
-          );
+    if (near && this.options.breaker?.allows() !== false) {
+      const kept = near.get(key);
+      if (kept) {
+        this.#hits++;
+        return Promise.resolve(kept); // the hot path: no Redis, no extra promise
       }
-    } catch (error) {
+    }
+    const loading = near
+      ? near.read(
+        key,
+        () => this.#guarded(() => this.#load(key)),
+        (entry) => entry.confirmedAt + this.freshnessMs,
+      )
+      : this.#guarded(() => this.#load(key));
+    return loading.then((entry) => {
+      if (entry) this.#hits++;
+      else this.#misses++;
+      return entry;
+    }, (error) => {
       this.#errors++;
       throw error;
-    }
-    if (entry) this.#hits++;
-    else this.#misses++;
-    return entry;
+    });
   }
 
   /** How long an entry serves after the moment it was known to be current (ms). */

@@ -70,20 +70,19 @@ export class RedisBreaker {
     return !this.#open;
   }
 
-  /** Run `command` unless the breaker is open (then throw RedisUnavailableError at once); record its outcome. */
-  async run<T>(command: () => Promise<T>): Promise<T> {
+  /** Run `command` unless the breaker is open (then reject at once with RedisUnavailableError); record its outcome. */
+  run<T>(command: () => Promise<T>): Promise<T> {
     if (this.#open) {
       this.#stats.skipped++;
-      throw new RedisUnavailableError();
+      return Promise.reject(new RedisUnavailableError());
     }
-    try {
-      const result = await command();
+    return command().then((result) => {
       this.#inARow = 0;
       return result;
-    } catch (error) {
+    }, (error) => {
       this.#failed(error);
       throw error;
-    }
+    });
   }
 
   stats(): BreakerStats {
