@@ -85,6 +85,14 @@ const configSchema = z.object({
     "CACHE_FRESHNESS_MS must be at most 5000 (the contract's lag)",
   )
     .default(3000),
+  // A Redis command that takes longer fails (the reader goes to PostgreSQL); this many failures in a row open
+  // the breaker, which skips Redis and probes it every REDIS_BREAKER_OPEN_MS (src/cache/redis_breaker.ts).
+  REDIS_COMMAND_TIMEOUT_MS: positiveInt("REDIS_COMMAND_TIMEOUT_MS").max(10_000).default(200),
+  REDIS_BREAKER_FAILURES: positiveInt("REDIS_BREAKER_FAILURES").max(1000).default(3),
+  REDIS_BREAKER_OPEN_MS: positiveInt("REDIS_BREAKER_OPEN_MS").max(60_000).default(1000),
+  // A near cache serves only while a PING on its invalidation connection was answered within this lease; a
+  // status change that Redis took is answered this long after (src/cache/near_cache.ts).
+  NEAR_CACHE_LEASE_MS: positiveInt("NEAR_CACHE_LEASE_MS").max(1000).default(100),
   NEAR_CACHE_MAX_ENTRIES: z.coerce.number({ error: "NEAR_CACHE_MAX_ENTRIES must be a whole number" }).int()
     .min(0).default(100_000),
   // One batch in flight: a write transaction is two round trips, so the next batch gathers everything that

@@ -8,9 +8,9 @@
  */
 import type { Config } from "./config.ts";
 import type { Logger } from "./log.ts";
-import type { Redis } from "ioredis";
-import { BalanceCache, type CachedWallet, createRedis } from "./cache/balance_cache.ts";
-import { NearCache } from "./cache/near_cache.ts";
+import type { BalanceCacheStats } from "./cache/balance_cache.ts";
+import type { NearCacheStats } from "./cache/near_cache.ts";
+import { openCache } from "./cache/open_cache.ts";
 import { createSql } from "./db/client.ts";
 import type { WalletService } from "./wallet/wallet_service.ts";
 import { PipelineMetrics } from "../outbox/metrics.ts";
@@ -19,6 +19,8 @@ export interface RunningService {
   /** The HTTP port, when the API role runs. */
   port: number | null;
   metrics: PipelineMetrics;
+  /** The balance cache's counters (hits, misses, errors, breaker) and the near cache's, if it runs one. */
+  cacheStats(): { balanceCache: BalanceCacheStats; nearCache: NearCacheStats | null };
   /** Wake this process's relay, when it runs one (a no-op otherwise). */
   wakeRelay(): void;
   stop(): Promise<void>;
@@ -40,20 +42,18 @@ export async function startService(
 ): Promise<RunningService> {
   const roles = new Set(config.ROLES);
   const sql = createSql(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE });
-  const redis = createRedis(config.REDIS_URL);
-  redis.on("error", (error) => log.debug("redis connection error", { error }));
   // API processes keep what they read in memory, told by Redis when it changes (see near_cache.ts).
-  let invalidations: Redis | null = null;
-  let near: NearCache<CachedWallet> | undefined;
-  if (roles.has("api") && config.NEAR_CACHE_MAX_ENTRIES > 0) {
-    invalidations = createRedis(config.REDIS_URL, { name: "mini-wallet-invalidations", subscriber: true });
-    invalidations.on("error", (error) => log.debug("redis connection error", { error }));
-    near = new NearCache(redis, invalidations, {
-      maxEntries: config.NEAR_CACHE_MAX_ENTRIES,
-      onError: (error) => log.warn("near cache not active; reading Redis", { error }),
-    });
-  }
-  const cache = new BalanceCache(redis, { freshnessMs: config.CACHE_FRESHNESS_MS, near });
+  const opened = openCache({
+    redisUrl: config.REDIS_URL,
+    log,
+    freshnessMs: config.CACHE_FRESHNESS_MS,
+    nearMaxEntries: roles.has("api") ? config.NEAR_CACHE_MAX_ENTRIES : 0,
+    nearLeaseMs: config.NEAR_CACHE_LEASE_MS,
+    commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
+    breakerFailures: config.REDIS_BREAKER_FAILURES,
+    breakerOpenMs: config.REDIS_BREAKER_OPEN_MS,
+  });
+  const { cache, near } = opened;
   const metrics = new PipelineMetrics();
   const stops: Array<() => Promise<void>> = [];
 
@@ -99,6 +99,7 @@ export async function startService(
       knownWallets: config.WRITE_KNOWN_WALLETS,
       requestTimeoutMs: config.REQUEST_TIMEOUT_MS,
       lockWaiters: config.WRITE_LOCK_WAITERS,
+      nearCacheLeaseMs: config.NEAR_CACHE_LEASE_MS,
       // A relay of this thread or this process's pipeline thread is woken directly; relays in other processes
       // get a coalesced NOTIFY.
       onOutboxWritten: wakeRelay,
@@ -125,6 +126,7 @@ export async function startService(
           // Zeros from a process (or thread) that runs neither pipeline role would read as a stalled pipeline.
           ...(roles.has("relay") || roles.has("consumer") ? metrics.snapshot() : {}),
           nearCache: near?.stats(),
+          balanceCache: cache.stats(),
           walletWrites: wallets?.writeStats(),
         }),
       config.METRICS_LOG_INTERVAL_MS,
@@ -135,13 +137,13 @@ export async function startService(
   return {
     port,
     metrics,
+    cacheStats: () => ({ balanceCache: cache.stats(), nearCache: near?.stats() ?? null }),
     wakeRelay: () => relay?.wake(),
     async stop() {
       for (const stop of stops) {
         await stop().catch((error) => log.error("stop failed", { error }));
       }
-      redis.disconnect();
-      invalidations?.disconnect();
+      opened.close();
       await sql.end({ timeout: 5 });
     },
   };

@@ -17,7 +17,9 @@ async function setUp(freshnessMs = 60_000) {
   const invalidations = createRedis(config.REDIS_URL, { name: "near-cache-test-inv", subscriber: true });
   const other = createRedis(config.REDIS_URL, { name: "near-cache-test-other" });
   for (const r of [data, invalidations, other]) r.on("error", () => {});
-  const near = new NearCache<CachedWallet>(data, invalidations, { maxEntries: 1000 });
+  // A long lease: these tests count hits, and a lease lapsing on a loaded machine would turn one into a miss
+  // (the lease has its own test in redis_faults_test.ts).
+  const near = new NearCache<CachedWallet>(data, invalidations, { maxEntries: 1000, leaseMs: 1000 });
   const cache = new BalanceCache(data, { freshnessMs, near });
   const elsewhere = new BalanceCache(other, { freshnessMs });
   await waitUntil(() => near.stats().active, { message: "near cache active" });

@@ -8,6 +8,7 @@
  */
 import { Redis } from "ioredis";
 import type { NearCache } from "./near_cache.ts";
+import type { BreakerStats, RedisBreaker } from "./redis_breaker.ts";
 
 /** What the cache holds for a wallet: enough to answer GET /api/v1/wallet on its own. */
 export interface CachedWallet {
@@ -72,6 +73,20 @@ const KEYS_PER_CALL = 200;
 /** How long an entry stays usable after the moment it was known to be current (the contract allows 5 s). */
 export const DEFAULT_FRESHNESS_MS = 3000;
 
+/** How long a Redis command may take before it counts as failed (readers then go to PostgreSQL). */
+export const DEFAULT_COMMAND_TIMEOUT_MS = 200;
+
+/** What the balance cache did so far; counters only grow. */
+export interface BalanceCacheStats {
+  /** Reads that found an entry (in the near cache or in Redis), and reads that found none. */
+  hits: number;
+  misses: number;
+  /** Reads and writes that failed or were skipped (Redis unreachable, slow, or its breaker open). */
+  errors: number;
+  /** The circuit breaker's state and counters, when there is one. */
+  breaker: BreakerStats | null;
+}
+
 type CasRedis = Redis & {
   /** `numberOfKeys`, then the keys, then nine arguments per key (#casArgs): one 1 or 0 per key. */
   walletsCompareAndSet(numberOfKeys: number, ...keysAndArgs: string[]): Promise<number[]>;
@@ -81,7 +96,10 @@ type CasRedis = Redis & {
  * Open a Redis client that fails fast instead of queueing when Redis is down (readers fall back). A
  * `subscriber` connection is left to its owner to subscribe again after a reconnect (see NearCache).
  */
-export function createRedis(redisUrl: string, options: { name?: string; subscriber?: boolean } = {}): Redis {
+export function createRedis(
+  redisUrl: string,
+  options: { name?: string; subscriber?: boolean; commandTimeoutMs?: number } = {},
+): Redis {
   return new Redis(redisUrl, {
     connectionName: options.name ?? "mini-wallet",
     autoResubscribe: !options.subscriber,
@@ -93,7 +111,8 @@ export function createRedis(redisUrl: string, options: { name?: string; subscrib
     enableAutoPipelining: true,
     maxRetriesPerRequest: 1,
     connectTimeout: 2000,
-    commandTimeout: 1000,
+    // Short: a hung Redis costs the requests in flight this much, then the breaker skips it (redis_breaker.ts).
+    commandTimeout: options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS,
     // Keep reconnecting in the background, at most once a second.
     retryStrategy: (attempt) => Math.min(attempt * 100, 1000),
   });
@@ -102,6 +121,9 @@ export function createRedis(redisUrl: string, options: { name?: string; subscrib
 /** Read and compare-and-set cached wallets. */
 export class BalanceCache {
   readonly #redis: CasRedis;
+  #hits = 0;
+  #misses = 0;
+  #errors = 0;
 
   constructor(
     redis: Redis,
@@ -110,6 +132,8 @@ export class BalanceCache {
       prefix?: string;
       /** Keeps read entries in memory, invalidated by Redis (API processes). */
       near?: NearCache<CachedWallet>;
+      /** Skips Redis after repeated failures (see redis_breaker.ts). */
+      breaker?: RedisBreaker;
     } = {},
   ) {
     if (!("walletsCompareAndSet" in redis)) {
@@ -123,18 +147,54 @@ export class BalanceCache {
     return `${this.options.prefix ?? "wallet:"}${walletId}`;
   }
 
-  /** The cached wallet, or null on a miss. Throws when Redis is unreachable. */
+  /**
+   * The cached wallet, or null on a miss. Throws when Redis is unreachable, slow (the command timeout) or
+   * skipped (its breaker is open; then at once, and the near cache is not consulted either).
+   */
   get(walletId: string): Promise<CachedWallet | null> {
     const key = this.#key(walletId);
     const near = this.options.near;
-    if (!near) return this.#load(key);
-    const kept = near.get(key);
-    if (kept) return Promise.resolve(kept);
-    return near.read(key, () => this.#load(key), (entry) => entry.confirmedAt + this.#freshnessMs);
+    if (near && this.options.breaker?.allows() !== false) {
+      const kept = near.get(key);
+      if (kept) {
+        this.#hits++;
+        return Promise.resolve(kept); // the hot path: no Redis, no extra promise
+      }
+    }
+    const loading = near
+      ? near.read(
+        key,
+        () => this.#guarded(() => this.#load(key)),
+        (entry) => entry.confirmedAt + this.freshnessMs,
+      )
+      : this.#guarded(() => this.#load(key));
+    return loading.then((entry) => {
+      if (entry) this.#hits++;
+      else this.#misses++;
+      return entry;
+    }, (error) => {
+      this.#errors++;
+      throw error;
+    });
   }
 
-  get #freshnessMs(): number {
+  /** How long an entry serves after the moment it was known to be current (ms). */
+  get freshnessMs(): number {
     return this.options.freshnessMs ?? DEFAULT_FRESHNESS_MS;
+  }
+
+  stats(): BalanceCacheStats {
+    return {
+      hits: this.#hits,
+      misses: this.#misses,
+      errors: this.#errors,
+      breaker: this.options.breaker?.stats() ?? null,
+    };
+  }
+
+  /** Send a command through the breaker, when there is one. */
+  #guarded<T>(command: () => Promise<T>): Promise<T> {
+    return this.options.breaker ? this.options.breaker.run(command) : command();
   }
 
   /**
@@ -144,7 +204,7 @@ export class BalanceCache {
    */
   dueForRefresh(entry: CachedWallet, now = Date.now()): boolean {
     const spread = parseInt(entry.id.slice(-4), 16) / 0x10000 || 0;
-    return entry.confirmedAt + this.#freshnessMs * (0.5 + 0.4 * spread) <= now;
+    return entry.confirmedAt + this.freshnessMs * (0.5 + 0.4 * spread) <= now;
   }
 
   async #load(key: string): Promise<CachedWallet | null> {
@@ -182,19 +242,24 @@ export class BalanceCache {
       const calls: Promise<number[]>[] = [];
       for (let start = 0; start < entries.length; start += KEYS_PER_CALL) {
         const chunk = entries.slice(start, start + KEYS_PER_CALL);
-        calls.push(this.#redis.walletsCompareAndSet(
-          chunk.length,
-          ...keys.slice(start, start + KEYS_PER_CALL),
-          ...chunk.flatMap((entry) => this.#casArgs(entry)),
+        calls.push(this.#guarded(() =>
+          this.#redis.walletsCompareAndSet(
+            chunk.length,
+            ...keys.slice(start, start + KEYS_PER_CALL),
+            ...chunk.flatMap((entry) => this.#casArgs(entry)),
+          )
         ));
       }
       stored = (await Promise.all(calls)).flat().map((result) => result === 1);
       return stored;
+    } catch (error) {
+      this.#errors++;
+      throw error;
     } finally {
       // Read-your-writes: the near cache keeps what Redis stored (it is not told of this connection's writes).
       keys.forEach((key, i) => {
         const entry = entries[i];
-        near?.wrote(key, tickets[i], stored?.[i] ? entry : null, entry.confirmedAt + this.#freshnessMs);
+        near?.wrote(key, tickets[i], stored?.[i] ? entry : null, entry.confirmedAt + this.freshnessMs);
       });
     }
   }
@@ -209,13 +274,13 @@ export class BalanceCache {
       entry.disabledAt ?? "",
       entry.balance,
       String(entry.confirmedAt),
-      String(entry.confirmedAt + this.#freshnessMs),
+      String(entry.confirmedAt + this.freshnessMs),
     ];
   }
 
   /** Forget a wallet (used when a write-through could not be confirmed). */
   async evict(walletId: string): Promise<void> {
     const key = this.#key(walletId);
-    await this.#redis.del(key).finally(() => this.options.near?.forget(key));
+    await this.#guarded(() => this.#redis.del(key)).finally(() => this.options.near?.forget(key));
   }
 }

@@ -20,10 +20,24 @@
  *   Redis stored it.
  * - While either connection is down or tracking is not (yet) on, nothing is served or kept, and everything
  *   kept is dropped: invalidations sent meanwhile may have been lost.
+ * - An entry is served only under a lease: the last PING answered on the invalidation connection was sent less
+ *   than `leaseMs` ago. Redis answers a PING after every invalidation it sent that connection before, so a
+ *   change that Redis applied more than `leaseMs` before a lookup has been heard by then. A writer that
+ *   waits `leaseMs` after Redis took its change before answering (WalletService does for status changes)
+ *   is therefore never contradicted by a near cache of another process, however late its invalidation is
+ *   read there. A hung or silently dead invalidation connection stops the lease within `leaseMs`: nothing is
+ *   served, and a PING that failed replaces the connection.
  */
 import type { Redis } from "ioredis";
+import { replaceConnection } from "./redis_breaker.ts";
 
 const INVALIDATION_CHANNEL = "__redis__:invalidate";
+
+/** Pause before switching tracking on again after an attempt failed on connections that stayed up (ms). */
+const ACTIVATION_RETRY_MS = 1000;
+
+/** How long a PING answered on the invalidation connection lets entries be served (ms), unless told. */
+export const DEFAULT_LEASE_MS = 100;
 
 export interface NearCacheStats {
   hits: number;
@@ -31,6 +45,8 @@ export interface NearCacheStats {
   invalidations: number;
   size: number;
   active: boolean;
+  /** Lookups that found an entry but could not serve it: no PING answered within the lease. */
+  leaseLapses: number;
 }
 
 export class NearCache<V> {
@@ -46,6 +62,13 @@ export class NearCache<V> {
   #hits = 0;
   #misses = 0;
   #invalidations = 0;
+  #stopped = false;
+  #leaseLapses = 0;
+  readonly #leaseMs: number;
+  /** performance.now() at which the last answered PING on the subscriber was sent. */
+  #leaseFrom = -Infinity;
+  #pinging = false;
+  readonly #heartbeat: ReturnType<typeof setInterval>;
 
   /**
    * @param data the connection the cached reads go through (tracking is switched on for it)
@@ -54,8 +77,12 @@ export class NearCache<V> {
   constructor(
     private readonly data: Redis,
     private readonly subscriber: Redis,
-    private readonly options: { maxEntries: number; onError?: (error: unknown) => void },
+    private readonly options: { maxEntries: number; leaseMs?: number; onError?: (error: unknown) => void },
   ) {
+    this.#leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
+    // Four PINGs a lease: one late answer does not stop serving.
+    this.#heartbeat = setInterval(() => void this.#ping(), Math.max(1, Math.floor(this.#leaseMs / 4)));
+    Deno.unrefTimer(this.#heartbeat);
     subscriber.on("messageBuffer", (channel: Buffer, keys: Buffer[] | Buffer | null) => {
       if (channel.toString() !== INVALIDATION_CHANNEL) return;
       if (keys === null) return this.#clear(); // FLUSHDB / FLUSHALL: everything goes
@@ -76,6 +103,11 @@ export class NearCache<V> {
   get(key: string): V | undefined {
     const entry = this.#active ? this.#entries.get(key) : undefined;
     if (entry && entry.expiresAt > Date.now()) {
+      if (performance.now() - this.#leaseFrom >= this.#leaseMs) {
+        this.#leaseLapses++; // kept: the connection may only be slow, and then nothing was lost
+        this.#misses++;
+        return undefined;
+      }
       this.#hits++;
       return entry.value;
     }
@@ -137,6 +169,13 @@ export class NearCache<V> {
     this.#invalidate(key);
   }
 
+  /** Stop retrying activation and serve nothing more (its connections are being closed). */
+  stop(): void {
+    this.#stopped = true;
+    clearInterval(this.#heartbeat);
+    this.#deactivate();
+  }
+
   stats(): NearCacheStats {
     return {
       hits: this.#hits,
@@ -144,6 +183,7 @@ export class NearCache<V> {
       invalidations: this.#invalidations,
       size: this.#entries.size,
       active: this.#active,
+      leaseLapses: this.#leaseLapses,
     };
   }
 
@@ -166,8 +206,30 @@ export class NearCache<V> {
     this.#reading.clear();
   }
 
+  /** Renew the lease: a PING on the subscriber, answered after every invalidation sent before it. */
+  async #ping() {
+    if (this.#pinging || !this.#active || this.subscriber.status !== "ready") return;
+    this.#pinging = true;
+    const sentAt = performance.now();
+    const generation = this.#generation;
+    try {
+      await this.subscriber.ping();
+      if (generation === this.#generation) this.#leaseFrom = Math.max(this.#leaseFrom, sentAt);
+    } catch (error) {
+      // No answer within the command timeout: the connection may be dead without a reset (invalidations lost
+      // for good). Replace it; the near cache starts over once tracking is on again.
+      if (generation === this.#generation && this.subscriber.status === "ready") {
+        this.options.onError?.(error);
+        replaceConnection(this.subscriber);
+      }
+    } finally {
+      this.#pinging = false;
+    }
+  }
+
   #deactivate() {
     this.#generation++;
+    this.#leaseFrom = -Infinity;
     this.#active = false;
     this.#clear();
   }
@@ -187,10 +249,19 @@ export class NearCache<V> {
       // Off first: tracking may still point at a subscriber connection that is gone.
       await this.data.call("CLIENT", "TRACKING", "OFF");
       await this.data.call("CLIENT", "TRACKING", "ON", "REDIRECT", String(this.#subscriberId), "NOLOOP");
+      // The first lease: nothing is served before the invalidation connection answered once.
+      const sentAt = performance.now();
+      await this.subscriber.ping();
       if (generation !== this.#generation) return;
+      this.#leaseFrom = sentAt;
       this.#active = true;
     } catch (error) {
       this.options.onError?.(error);
+      // Both connections may stay up while Redis did not answer (hung, or slow): try again later, unless a
+      // reconnect (which activates anew) or a close came meanwhile.
+      setTimeout(() => {
+        if (generation === this.#generation && !this.#stopped) void this.#activate();
+      }, ACTIVATION_RETRY_MS);
     }
   }
 }

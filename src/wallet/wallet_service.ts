@@ -19,6 +19,8 @@ import {
   writeWalletChangesIfCurrent,
 } from "../db/wallet_repository.ts";
 import type { BalanceCache, CachedWallet } from "../cache/balance_cache.ts";
+import { DEFAULT_LEASE_MS } from "../cache/near_cache.ts";
+import { RedisUnavailableError } from "../cache/redis_breaker.ts";
 import type { Logger } from "../log.ts";
 import { centsToDecimal } from "./money.ts";
 import { type BatchEntry, WriteBatcher, type WriteBatcherOptions } from "./wallet_batcher.ts";
@@ -66,6 +68,11 @@ export interface WalletServiceOptions {
    * Default 4.
    */
   lockWaiters?: number;
+  /**
+   * The near caches' lease (NEAR_CACHE_LEASE_MS): a status change that Redis took is answered this long
+   * after, so that every near cache has heard of it (see near_cache.ts). Default DEFAULT_LEASE_MS.
+   */
+  nearCacheLeaseMs?: number;
 }
 
 /** How many wallets each write path wrote: counted per wallet per batch. */
@@ -122,6 +129,11 @@ const REFRESH_BATCH = 500;
  * an entry is due long before it expires (50-90 % of its freshness), so waiting this long costs nothing.
  */
 const REFRESH_GATHER_MS = 20;
+/**
+ * Added to the freshness when a status change waits for old cache entries to expire: Redis expires a key once
+ * its clock is past the deadline, and the API hosts' clocks must agree with it within this (same host: 0).
+ */
+const STATUS_EXPIRY_MARGIN_MS = 5;
 
 /** A page of the transaction history. */
 export interface TransactionPage {
@@ -151,12 +163,16 @@ export class WalletService {
   /** Wallets whose cache entry is due to be confirmed again; read together, in the background. */
   readonly #refreshDue = new Set<string>();
   #refreshing = false;
+  /** Status changes that Redis did not take, answered only once the old entries had expired. */
+  #statusWaits = 0;
+  readonly #nearCacheLeaseMs: number;
 
   constructor(options: WalletServiceOptions) {
     this.#sql = options.sql;
     this.#log = options.log;
     this.#cache = options.cache;
     this.#onOutboxWritten = options.onOutboxWritten ?? (() => {});
+    this.#nearCacheLeaseMs = options.nearCacheLeaseMs ?? DEFAULT_LEASE_MS;
     this.#batcher = new WriteBatcher((entries) => this.#runMoneyBatch(entries), options.batching);
     this.#known = new KnownWallets({
       maxEntries: options.knownWallets ?? 10_000,
@@ -169,6 +185,11 @@ export class WalletService {
   /** What the write paths did so far (a copy). */
   writeStats(): WriteStats {
     return { ...this.#writeStats, queued: this.#batcher.queued, lockWaiting: this.#lockWaiting };
+  }
+
+  /** Status changes that Redis did not take in time, so their answer waited for the old entries to expire. */
+  statusWaits(): number {
+    return this.#statusWaits;
   }
 
   /**
@@ -222,7 +243,9 @@ export class WalletService {
     const wallet = await this.#deadline().guard(findWallet(this.#sql, walletId));
     if (!wallet) throw new WalletRefusedError("wallet_not_found");
     const entry = toCached(wallet, readAt);
-    await this.#writeCache(entry);
+    // Not awaited: the answer never waits for Redis (the write is bounded by the command timeout and skipped
+    // while the breaker is open; a failure only costs the next reader a PostgreSQL read).
+    void this.#writeCache(entry);
     return requireEnabled(entry);
   }
 
@@ -573,11 +596,13 @@ export class WalletService {
       throw error;
     }
     if (decision.kind === "refused") throw new WalletRefusedError(decision.refusal);
+    // Every cache entry (Redis or any near cache) with the old status was known current before this moment:
+    // it was read from a snapshot taken before the commit, or made from an earlier event.
+    const committedAt = Date.now();
     this.#known.remember(decision.wallet);
     this.#onOutboxWritten();
     // Status changes take effect at once for readers of the cache too, not only after the event arrives.
-    const entry = toCached(decision.wallet, now.getTime());
-    if (!await this.#writeCache(entry)) await this.#evictCache(walletId);
+    await this.#statusVisible(toCached(decision.wallet, now.getTime()), committedAt);
     return decision.wallet;
   }
 
@@ -595,6 +620,36 @@ export class WalletService {
       }
       throw error;
     });
+  }
+
+  /**
+   * Resolve once no reader anywhere can be shown the wallet's old status. When Redis took the new entry (its
+   * compare-and-set replaced the old one and sent every near cache that read it an invalidation): one
+   * near-cache lease later, when every near cache has either heard the invalidation or stopped serving. When
+   * Redis did not take it in time: once every entry that could hold the old status has expired, `freshnessMs`
+   * after the commit. Redis is not a dependency of the write: a failing Redis costs a status change at most
+   * the freshness (3 s), a working one the lease (100 ms).
+   */
+  async #statusVisible(entry: CachedWallet, committedAt: number): Promise<void> {
+    if (!this.#cache) return;
+    const oldEntriesExpired = committedAt + this.#cache.freshnessMs + STATUS_EXPIRY_MARGIN_MS;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const expired = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), Math.max(0, oldEntriesExpired - Date.now()));
+    });
+    try {
+      if (await Promise.race([this.#writeCache(entry), expired])) {
+        await new Promise((resolve) => setTimeout(resolve, this.#nearCacheLeaseMs));
+        return;
+      }
+      this.#statusWaits++;
+      this.#log.warn("status change not written to Redis; answered once old cache entries expired", {
+        walletId: entry.id,
+      });
+      await expired;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**
@@ -636,7 +691,10 @@ export class WalletService {
     try {
       return await this.#cache.get(walletId);
     } catch (error) {
-      this.#log.warn("balance cache unavailable; reading PostgreSQL", { error });
+      // Skipped by the open breaker: it logged the outage once; a line per request would flood the log.
+      if (!(error instanceof RedisUnavailableError)) {
+        this.#log.warn("balance cache unavailable; reading PostgreSQL", { error });
+      }
       return null;
     }
   }
@@ -648,16 +706,10 @@ export class WalletService {
       await this.#cache.put(entry);
       return true;
     } catch (error) {
-      this.#log.warn("balance cache write failed", { walletId: entry.id, error });
+      if (!(error instanceof RedisUnavailableError)) {
+        this.#log.warn("balance cache write failed", { walletId: entry.id, error });
+      }
       return false;
-    }
-  }
-
-  async #evictCache(walletId: string): Promise<void> {
-    try {
-      await this.#cache?.evict(walletId);
-    } catch (error) {
-      this.#log.error("balance cache could not be evicted after a status change", { walletId, error });
     }
   }
 }

@@ -5,7 +5,9 @@
 import { parseConfig } from "../../src/config.ts";
 import { createApp } from "../../src/app.ts";
 import { createTokenService, type TokenService } from "../../src/auth/tokens.ts";
-import { BalanceCache, type CachedWallet, createRedis } from "../../src/cache/balance_cache.ts";
+import type { BalanceCache, CachedWallet } from "../../src/cache/balance_cache.ts";
+import type { NearCache } from "../../src/cache/near_cache.ts";
+import { openCache } from "../../src/cache/open_cache.ts";
 import { createSql, type Sql } from "../../src/db/client.ts";
 import { createLogger } from "../../src/log.ts";
 import { WalletService } from "../../src/wallet/wallet_service.ts";
@@ -13,17 +15,28 @@ import type { Redis } from "ioredis";
 
 export const config = parseConfig(Deno.env.toObject());
 
+/**
+ * The Redis command timeout of test harnesses unless a test sets one: longer than the service's default, so a
+ * test process stalled by the shared machine's load does not see its own cache reads time out.
+ */
+export const TEST_COMMAND_TIMEOUT_MS = 1000;
+
 export interface Harness {
   sql: Sql;
   redis: Redis;
   cache: BalanceCache;
+  /** The near cache, when asked for one (`nearMaxEntries`). */
+  near: NearCache<CachedWallet> | null;
   tokens: TokenService;
   wallets: WalletService;
   app: ReturnType<typeof createApp>;
   close(): Promise<void>;
 }
 
-/** Build the app against the test database and Redis. Close it in `after()`. */
+/**
+ * Build the app against the test database and Redis (or `redisUrl`), as an API process builds it: the cache
+ * with its breaker, and a near cache when `nearMaxEntries` is given. Close it in `after()`.
+ */
 export function createHarness(
   options: {
     poolSize?: number;
@@ -32,12 +45,26 @@ export function createHarness(
     requestTimeoutMs?: number;
     maxQueued?: number;
     lockWaiters?: number;
+    redisUrl?: string;
+    nearMaxEntries?: number;
+    freshnessMs?: number;
+    /** Redis command timeout (ms); the fault tests use the service's default. */
+    commandTimeoutMs?: number;
   } = {},
 ): Harness {
   const sql = createSql(config.DATABASE_URL, { max: options.poolSize ?? 10 });
-  const redis = createRedis(config.REDIS_URL);
-  redis.on("error", () => {});
-  const cache = new BalanceCache(redis, { freshnessMs: config.CACHE_FRESHNESS_MS });
+  const opened = openCache({
+    redisUrl: options.redisUrl ?? config.REDIS_URL,
+    log: createLogger("silent"),
+    freshnessMs: options.freshnessMs ?? config.CACHE_FRESHNESS_MS,
+    nearMaxEntries: options.nearMaxEntries,
+    commandTimeoutMs: options.commandTimeoutMs ?? TEST_COMMAND_TIMEOUT_MS,
+    nearLeaseMs: config.NEAR_CACHE_LEASE_MS,
+    breakerFailures: config.REDIS_BREAKER_FAILURES,
+    breakerOpenMs: config.REDIS_BREAKER_OPEN_MS,
+    name: "mini-wallet-test",
+  });
+  const { redis, cache, near } = opened;
   const log = createLogger(config.LOG_LEVEL);
   const tokens = createTokenService({ secret: config.JWT_SECRET, ttlSeconds: config.TOKEN_TTL_SECONDS });
   const wallets = new WalletService({
@@ -45,6 +72,7 @@ export function createHarness(
     log,
     cache,
     knownWallets: options.knownWallets,
+    nearCacheLeaseMs: config.NEAR_CACHE_LEASE_MS,
     contendedMs: options.contendedMs,
     requestTimeoutMs: options.requestTimeoutMs,
     batching: options.maxQueued === undefined ? undefined : { maxQueued: options.maxQueued },
@@ -55,11 +83,12 @@ export function createHarness(
     sql,
     redis,
     cache,
+    near,
     tokens,
     wallets,
     app,
     async close() {
-      redis.disconnect();
+      opened.close();
       await sql.end({ timeout: 5 });
     },
   };

@@ -6,7 +6,8 @@
 import type { Config } from "../../src/config.ts";
 import { createApp } from "../../src/app.ts";
 import { createTokenService } from "../../src/auth/tokens.ts";
-import { BalanceCache, createRedis } from "../../src/cache/balance_cache.ts";
+import type { BalanceCache } from "../../src/cache/balance_cache.ts";
+import { openCache } from "../../src/cache/open_cache.ts";
 import { createSql, type Sql } from "../../src/db/client.ts";
 import { createLogger, type Logger } from "../../src/log.ts";
 import { WalletService } from "../../src/wallet/wallet_service.ts";
@@ -15,7 +16,7 @@ import { PipelineMetrics } from "../../outbox/metrics.ts";
 import { type RunningRelay, startRelay } from "../../outbox/relay.ts";
 import { type RunningConsumer, startConsumer } from "../../outbox/consumer.ts";
 import type { Redis } from "ioredis";
-import { config as testConfig } from "./harness.ts";
+import { config as testConfig, TEST_COMMAND_TIMEOUT_MS } from "./harness.ts";
 
 export interface PipelineRelay extends RunningRelay {
   metrics: PipelineMetrics;
@@ -44,27 +45,46 @@ export interface Pipeline {
 
 /** Build the pipeline for `topic` on `brokers`; relays started through it are woken after each commit. */
 export function createPipeline(
-  options: { topic: string; brokers?: string[]; logLevel?: Config["LOG_LEVEL"]; freshnessMs?: number },
+  options: {
+    topic: string;
+    brokers?: string[];
+    logLevel?: Config["LOG_LEVEL"];
+    freshnessMs?: number;
+    /** Another Redis than the test environment's (a private server the test stops). */
+    redisUrl?: string;
+    /** Redis command timeout (ms); TEST_COMMAND_TIMEOUT_MS unless set. */
+    commandTimeoutMs?: number;
+  },
 ): Pipeline {
   const config: Config = {
     ...testConfig,
     KAFKA_TOPIC: options.topic,
     KAFKA_BROKERS: options.brokers ?? testConfig.KAFKA_BROKERS,
     KAFKA_CLIENT_ID: "mini-wallet-tests",
+    REDIS_URL: options.redisUrl ?? testConfig.REDIS_URL,
     RELAY_SWEEP_MS: 50,
   };
   const log = createLogger(options.logLevel ?? "error");
   const sql = createSql(config.DATABASE_URL, { max: 10 });
-  const redis = createRedis(config.REDIS_URL);
-  redis.on("error", () => {});
   // Entries expire `freshnessMs` after they were known current (CACHE_FRESHNESS_MS unless a test says).
-  const cache = new BalanceCache(redis, { freshnessMs: options.freshnessMs ?? config.CACHE_FRESHNESS_MS });
+  const opened = openCache({
+    redisUrl: config.REDIS_URL,
+    log,
+    freshnessMs: options.freshnessMs ?? config.CACHE_FRESHNESS_MS,
+    commandTimeoutMs: options.commandTimeoutMs ?? TEST_COMMAND_TIMEOUT_MS,
+    nearLeaseMs: config.NEAR_CACHE_LEASE_MS,
+    breakerFailures: config.REDIS_BREAKER_FAILURES,
+    breakerOpenMs: config.REDIS_BREAKER_OPEN_MS,
+    name: "mini-wallet-test",
+  });
+  const { redis, cache } = opened;
   const relays = new Set<PipelineRelay>();
   const consumers = new Set<PipelineConsumer>();
   const wallets = new WalletService({
     sql,
     log,
     cache,
+    nearCacheLeaseMs: config.NEAR_CACHE_LEASE_MS,
     onOutboxWritten: () => {
       for (const relay of relays) relay.wake();
     },
@@ -128,7 +148,7 @@ export function createPipeline(
     async close() {
       for (const relay of [...relays]) await relay.stop();
       for (const consumer of [...consumers]) await consumer.stop();
-      redis.disconnect();
+      opened.close();
       await sql.end({ timeout: 5 });
     },
   };
