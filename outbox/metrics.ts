@@ -35,8 +35,20 @@ export class PipelineMetrics {
   publishFailures = 0;
   /** Relay cycles that failed (Kafka or PostgreSQL unreachable, say); each is followed by a backoff. */
   relayCycleFailures = 0;
-  /** Rows moved to the dead-letter table. */
-  deadLettered = 0;
+  /** Relay cycles that backed off because Kafka refused the topic as a whole (nothing counted against rows). */
+  topicRefusals = 0;
+  /** Refusals counted against one row: Kafka refused it alone while it accepted other rows. */
+  rowRefusals = 0;
+  /** Rows set aside after RELAY_MAX_ATTEMPTS counted refusals (their wallets' later rows are held). */
+  setAside = 0;
+  /** At the last measurement: rows set aside, rows held behind them, rows backing off after a refusal. */
+  setAsideRows = 0;
+  heldRows = 0;
+  backingOffRows = 0;
+  /** Sent rows deleted by the retention. */
+  retentionDeleted = 0;
+  /** Malformed events the consumer could not put on `<topic>.dlq` (it retries the batch, loudly). */
+  deadLetterTopicFailures = 0;
   /** Unsent outbox rows at the last measurement, and the age of the oldest. */
   unsent = 0;
   oldestUnsentAgeMs = 0;
@@ -71,7 +83,14 @@ export class PipelineMetrics {
       publishFailures: this.publishFailures,
       relayCycleFailures: this.relayCycleFailures,
       publishRatePerSecond: this.publishRate(),
-      deadLettered: this.deadLettered,
+      topicRefusals: this.topicRefusals,
+      rowRefusals: this.rowRefusals,
+      setAside: this.setAside,
+      setAsideRows: this.setAsideRows,
+      heldRows: this.heldRows,
+      backingOffRows: this.backingOffRows,
+      retentionDeleted: this.retentionDeleted,
+      deadLetterTopicFailures: this.deadLetterTopicFailures,
       unsent: this.unsent,
       oldestUnsentAgeMs: this.oldestUnsentAgeMs,
       consumed: this.consumed,
