@@ -42,7 +42,10 @@ export interface OutboxRow {
  *
  * A wallet whose oldest unsent row is backing off or set aside (`retry_at` in the future) is skipped from
  * that row on: its later rows wait behind it, so a wallet's events are never published out of order. The
- * check probes `outbox_blocked`, an index that is empty unless Kafka refused rows.
+ * check reads `outbox_blocked`, an index that is empty unless Kafka refused rows: once per statement (an
+ * InitPlan) to see whether any row blocks at all, and only then per row. `OFFSET 0` keeps the per-row check
+ * an index probe: turned into an anti-join, it was planned as a nested loop over all blocked rows (measured:
+ * 157 ms for 1,000 rows with 200 blocked, against 1.5 ms probed; with none blocked the probe is skipped).
  *
  * The read must walk the `outbox_unsent` index. The outbox is a queue: nearly empty, but its file keeps the
  * size of its largest backlog (vacuum does not truncate it, see migration 4) and its index holds dead entries
@@ -64,9 +67,11 @@ export async function claimUnsent(tx: Queryable, limit: number): Promise<OutboxR
       FROM outbox o
       WHERE sent_at IS NULL
         AND shard = ANY(string_to_array(current_setting('mini_wallet.relay_shards'), ',')::int[])
-        AND NOT EXISTS (
-          SELECT 1 FROM outbox b
-          WHERE b.wallet_id = o.wallet_id AND b.id <= o.id AND b.retry_at IS NOT NULL AND b.retry_at > now())
+        AND (NOT (SELECT EXISTS (SELECT 1 FROM outbox WHERE retry_at IS NOT NULL AND retry_at > now()))
+          OR NOT EXISTS (
+            SELECT 1 FROM outbox b
+            WHERE b.wallet_id = o.wallet_id AND b.id <= o.id AND b.retry_at IS NOT NULL AND b.retry_at > now()
+            OFFSET 0))
       ORDER BY id LIMIT ${limit}`,
   ]);
   return rows;
