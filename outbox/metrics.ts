@@ -41,6 +41,10 @@ export class PipelineMetrics {
   rowRefusals = 0;
   /** Rows set aside after RELAY_MAX_ATTEMPTS counted refusals (their wallets' later rows are held). */
   setAside = 0;
+  /** The former name of `setAside` (rows the relay used to move to the dead-letter table at that point). */
+  get deadLettered(): number {
+    return this.setAside;
+  }
   /** At the last measurement: rows set aside, rows held behind them, rows backing off after a refusal. */
   setAsideRows = 0;
   heldRows = 0;
