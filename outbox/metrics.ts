@@ -49,6 +49,8 @@ export class PipelineMetrics {
   setAsideRows = 0;
   heldRows = 0;
   backingOffRows = 0;
+  /** The events topic's partition count as the relay found it at start (0: not read). */
+  topicPartitions = 0;
   /** Sent rows deleted by the retention. */
   retentionDeleted = 0;
   /** Malformed events the consumer could not put on `<topic>.dlq` (it retries the batch, loudly). */
@@ -94,6 +96,7 @@ export class PipelineMetrics {
       heldRows: this.heldRows,
       backingOffRows: this.backingOffRows,
       retentionDeleted: this.retentionDeleted,
+      topicPartitions: this.topicPartitions,
       deadLetterTopicFailures: this.deadLetterTopicFailures,
       unsent: this.unsent,
       oldestUnsentAgeMs: this.oldestUnsentAgeMs,

@@ -32,6 +32,7 @@ import {
 import { analyzeStaleTables, summarizeSentIndex, vacuumOutboxIfBloated } from "../src/db/table_upkeep.ts";
 import type { Logger } from "../src/log.ts";
 import { createKafka, createOrderedProducer, publishErrorScope } from "./kafka.ts";
+import { PartitionCountMismatchError } from "./kafka_admin.ts";
 import type { PipelineMetrics } from "./metrics.ts";
 
 /** Channel of the cross-process wake-up hint. */
@@ -58,6 +59,7 @@ export interface RelayOptions {
     | "KAFKA_BROKERS"
     | "KAFKA_CLIENT_ID"
     | "KAFKA_TOPIC"
+    | "KAFKA_TOPIC_PARTITIONS"
     | "RELAY_BATCH_SIZE"
     | "RELAY_SWEEP_MS"
     | "RELAY_LINGER_MS"
@@ -379,6 +381,38 @@ export function startRelay(options: RelayOptions): RunningRelay {
       });
     }
   }
+
+  /**
+   * Once at start: the topic's partition count against KAFKA_TOPIC_PARTITIONS. The relay publishes correctly
+   * either way (keys hash by the topic's actual count), but a mismatch means someone changed the topic or the
+   * setting, and a count changed under running consumers breaks per-wallet order: say so loudly.
+   */
+  async function checkPartitionCount() {
+    const admin = kafka.admin();
+    try {
+      await admin.connect();
+      const { topics } = await admin.fetchTopicMetadata({ topics: [config.KAFKA_TOPIC] });
+      const actual = topics[0]?.partitions.length ?? 0;
+      metrics.topicPartitions = actual;
+      if (actual > 0 && actual !== config.KAFKA_TOPIC_PARTITIONS) {
+        const mismatch = new PartitionCountMismatchError(
+          config.KAFKA_TOPIC,
+          actual,
+          config.KAFKA_TOPIC_PARTITIONS,
+        );
+        log.error(mismatch.message, {
+          topic: config.KAFKA_TOPIC,
+          actual,
+          configured: config.KAFKA_TOPIC_PARTITIONS,
+        });
+      }
+    } finally {
+      await admin.disconnect().catch(() => {});
+    }
+  }
+  void checkPartitionCount().catch((error) =>
+    log.debug("could not read the topic's partition count at start", { error })
+  );
 
   const listening = sql.listen(OUTBOX_CHANNEL, () => wake()).catch((error) => {
     log.warn("cannot LISTEN for outbox hints; relying on the sweep", { error });

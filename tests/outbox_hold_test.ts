@@ -403,5 +403,17 @@ describe("partition count guard", () => {
       topics: [{ topic, partitions: 1, keyed: false }],
     });
     assert.equal(dlq.partitions, 3);
+
+    // A relay started against it (KAFKA_TOPIC_PARTITIONS is 6 in the tests) reads the real count and says so.
+    assert.equal(config.KAFKA_TOPIC_PARTITIONS, 6);
+    const pipeline = createPipeline({ topic });
+    try {
+      const relay = pipeline.startRelay();
+      await waitUntil(() => relay.metrics.topicPartitions === 3, {
+        message: "the relay read the partition count",
+      });
+    } finally {
+      await pipeline.close();
+    }
   });
 });
