@@ -75,16 +75,19 @@ export async function ensureTopics(
     const existing = new Set(await admin.listTopics());
     const missing = topics.filter((t) => !existing.has(t.topic));
     if (missing.length > 0) {
+      // Leaders are awaited below, by a poll that tolerates errors until its deadline: kafkajs's own wait
+      // gave up on a loaded broker with "This server does not host this topic-partition" (metadata not yet
+      // propagated) right after the creation succeeded.
       await admin.createTopics({
         topics: missing.map((t) => ({ topic: t.topic, numPartitions: t.partitions, replicationFactor: 1 })),
-        waitForLeaders: true,
+        waitForLeaders: false,
         timeout: timeoutMs,
       });
     }
-    const counts = await waitForLeaders(admin, topics, timeoutMs);
+    const counts = await waitForLeaders(admin, topics, new Set(missing.map((t) => t.topic)), timeoutMs);
     for (const t of topics) {
       const actual = counts.get(t.topic) ?? 0;
-      if ((t.keyed ?? true) && actual !== t.partitions) {
+      if ((t.keyed ?? true) && !missing.includes(t) && actual !== t.partitions) {
         throw new PartitionCountMismatchError(t.topic, actual, t.partitions);
       }
     }
@@ -100,10 +103,14 @@ export async function ensureTopics(
 
 type Admin = ReturnType<Kafka["admin"]>;
 
-/** Poll topic metadata until every partition of every topic has a leader; returns partition counts. */
+/**
+ * Poll topic metadata until every partition of every topic has a leader (and a topic just created shows all
+ * its partitions); returns partition counts.
+ */
 async function waitForLeaders(
   admin: Admin,
   topics: TopicSpec[],
+  created: Set<string>,
   timeoutMs: number,
 ): Promise<Map<string, number>> {
   const deadline = Date.now() + timeoutMs;
@@ -115,6 +122,7 @@ async function waitForLeaders(
       const notReady = topics.filter((t) => {
         const found = metadata.find((m) => m.name === t.topic);
         return !found || found.partitions.length === 0 ||
+          (created.has(t.topic) && found.partitions.length < t.partitions) ||
           found.partitions.some((p) => p.leader < 0 || p.partitionErrorCode !== 0);
       });
       if (notReady.length === 0) return counts;
