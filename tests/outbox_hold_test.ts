@@ -165,6 +165,41 @@ describe("relay: a topic that refuses every row", () => {
   });
 });
 
+describe("relay: a batch too large as a whole", () => {
+  it("splits it and publishes every row in order, counting nothing against any row", async () => {
+    const topic = await createTestTopic(brokers, { label: "batch-too-large", partitions: 1 });
+    const pipeline = createPipeline({ topic });
+    const collector = await collectTopic(brokers, topic);
+    const wallets: string[] = [];
+    try {
+      // One event (~700 bytes) fits; a record batch of several does not.
+      await setMaxMessageBytes(topic, "2000");
+      const rows: string[] = [];
+      for (let w = 0; w < 3; w++) {
+        const walletId = await newWallet(pipeline.sql);
+        wallets.push(walletId);
+        rows.push(...await insertEvents(pipeline.sql, walletId, [1, 2, 3, 4]));
+      }
+      const relay = pipeline.startRelay({ maxAttempts: 1 });
+      await waitUntil(() => wallets.every((w) => collector.eventsOf(w).length >= 4), {
+        message: "every row published in parts",
+        detail: () => wallets.map((w) => collector.eventsOf(w).length),
+      });
+      for (const walletId of wallets) assertOrderedVersions(walletId, collector.eventsOf(walletId), 4);
+      assert.ok(relay.metrics.publishFailures >= 1, "the whole batch was refused first");
+      assert.equal(relay.metrics.rowRefusals, 0);
+      assert.equal(relay.metrics.setAside, 0);
+      await waitUntil(async () => (await outboxState(pipeline.sql, rows)).length === 0, {
+        message: "every row left the outbox",
+      });
+    } finally {
+      await collector.stop();
+      await removeRows(pipeline, wallets).catch(() => {});
+      await pipeline.close();
+    }
+  });
+});
+
 describe("relay: one row Kafka refuses while it takes the others", () => {
   it("backs it off, sets it aside, holds the wallet's later rows while other wallets flow; retry sends them in order", async () => {
     const topic = await createTestTopic(brokers, { label: "poisoned-row", partitions: 3 });
