@@ -1,5 +1,5 @@
 /**
- * `deno task outbox list | retry | release`: what an operator does about outbox rows Kafka refused.
+ * `deno task outbox list | retry | release | republish`: what an operator does about outbox rows Kafka refused.
  *
  * A row Kafka refused while it accepted others backs off and goes again; after RELAY_MAX_ATTEMPTS refusals
  * it is set aside, and its wallet's later rows are held behind it (never published before it). `list` shows
@@ -16,6 +16,7 @@ import {
   listBlocked,
   listReleased,
   releaseSetAside,
+  republishReleased,
   retrySetAside,
   type RowSelection,
 } from "../src/db/outbox_repository.ts";
@@ -32,6 +33,8 @@ Commands:
   release <id>... | --wallet <wallet id>
                                 give set-aside rows up: each moves to outbox_dead_letter (never published)
                                 and its wallet's held rows are published; consumers see that version missing
+  republish <id>...             put released rows back in the outbox: published late, after the wallet's
+                                later events (consumers that compare versions ignore it)
 
 DATABASE_URL selects the database.`;
 
@@ -39,6 +42,7 @@ type Command =
   | { kind: "list" }
   | { kind: "retry"; selection: RowSelection }
   | { kind: "release"; selection: RowSelection }
+  | { kind: "republish"; ids: string[] }
   | { kind: "help" };
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -53,6 +57,10 @@ export function parseOutboxArgs(args: string[]): Command | null {
     case "release": {
       const selection = parseSelection(rest, { allowAll: name === "retry" });
       return selection ? { kind: name, selection } : null;
+    }
+    case "republish": {
+      const selection = parseSelection(rest, { allowAll: false });
+      return selection && "ids" in selection ? { kind: "republish", ids: selection.ids } : null;
     }
     case "help":
     case "--help":
@@ -130,6 +138,15 @@ export async function runOutboxCommand(
         );
       }
     }
+    return 0;
+  }
+  if (command.kind === "republish") {
+    const ids = await republishReleased(sql, command.ids, OUTBOX_CHANNEL);
+    if (ids.length === 0) {
+      print("no released row matched; nothing put back (deno task outbox list shows them)");
+      return 1;
+    }
+    print(`put back ${ids.length} released row(s): ${ids.join(", ")}`);
     return 0;
   }
   const ids = command.kind === "retry"

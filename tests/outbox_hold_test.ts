@@ -330,6 +330,22 @@ describe("relay: one row Kafka refuses while it takes the others", () => {
       const list = await run("list");
       assert.equal(list.code, 0, list.stderr);
       assert.match(list.stdout, new RegExp(`^${badRow}\\t${poisoned}\\t1\\t`, "m"));
+
+      // `republish` puts the released row back: once the topic takes it, it goes out late, after versions 2-3.
+      await setMaxMessageBytes(topic, String(4 * 1024 * 1024));
+      const out: string[] = [];
+      assert.equal(
+        await runOutboxCommand(pipeline.sql, { kind: "republish", ids: [badRow] }, (l) => out.push(l)),
+        0,
+      );
+      assert.deepEqual(out, [`put back 1 released row(s): ${badRow}`]);
+      await waitUntil(() => versionsOf(collector.messages, poisoned).length >= 3, {
+        message: "the republished row published",
+      });
+      assert.deepEqual(versionsOf(collector.messages, poisoned), [2, 3, 1]);
+      const [{ left }] = await pipeline.sql<{ left: number }[]>`
+        SELECT count(*)::int AS left FROM outbox_dead_letter WHERE id = ${badRow}`;
+      assert.equal(left, 0);
     } finally {
       await collector.stop();
       await removeRows(pipeline, wallets).catch(() => {});
@@ -357,6 +373,8 @@ describe("outbox command arguments", () => {
     assert.equal(parseOutboxArgs(["release", "--wallet", "nope"]), null);
     assert.equal(parseOutboxArgs(["list", "x"]), null);
     assert.equal(parseOutboxArgs(["drop"]), null);
+    assert.deepEqual(parseOutboxArgs(["republish", "7"]), { kind: "republish", ids: ["7"] });
+    assert.equal(parseOutboxArgs(["republish", "--wallet", wallet]), null);
   });
 });
 

@@ -4,7 +4,7 @@
  * them), retry or release set-aside rows, clean up after the retention, and measure the backlog.
  */
 import type { ReservedSql, Sql, TransactionSql, UnsentStatement } from "./client.ts";
-import { OUTBOX_SHARDS } from "./wallet_repository.ts";
+import { OUTBOX_SHARDS, outboxShard } from "./wallet_repository.ts";
 
 type Queryable = TransactionSql | ReservedSql;
 
@@ -303,5 +303,35 @@ export async function releaseSetAside(
       RETURNING id`;
     if (rows.length > 0) await tx`SELECT pg_notify(${notifyChannel}, '')`;
     return rows.map((r) => r.id).sort((a, b) => Number(BigInt(a) - BigInt(b)));
+  });
+}
+
+/**
+ * Put released (or formerly dead-lettered) rows back into the outbox, under their old ids, due at once. Their
+ * wallet's later events were published long ago, so each goes out late, after them: consumers that compare
+ * versions (the balance cache) ignore it, consumers that keep every transaction get the one they missed.
+ * Returns the ids put back.
+ */
+export async function republishReleased(sql: Sql, ids: string[], notifyChannel: string): Promise<string[]> {
+  return await sql.begin(async (tx) => {
+    const rows = await tx<{ id: string; wallet_id: string }[]>`
+      SELECT id, wallet_id FROM outbox_dead_letter WHERE id = ANY(${ids}::bigint[]) ORDER BY id FOR UPDATE`;
+    if (rows.length === 0) return [];
+    const shards = [...new Set(rows.map((r) => outboxShard(r.wallet_id)))].sort((a, b) => a - b);
+    await tx`
+      SELECT pg_advisory_xact_lock(${RELAY_LOCK_NAMESPACE}::int, s) FROM unnest(${shards}::int[]) AS s ORDER BY s`;
+    await tx`
+      WITH back AS (
+        DELETE FROM outbox_dead_letter WHERE id = ANY(${rows.map((r) => r.id)}::bigint[])
+        RETURNING id, event_id, wallet_id, wallet_version, event_type, payload, created_at
+      )
+      INSERT INTO outbox (id, event_id, wallet_id, shard, wallet_version, event_type, payload, created_at)
+      OVERRIDING SYSTEM VALUE
+      SELECT b.id, b.event_id, b.wallet_id, m.shard, b.wallet_version, b.event_type, b.payload, b.created_at
+      FROM back b JOIN unnest(${rows.map((r) => r.id)}::bigint[], ${
+      rows.map((r) => outboxShard(r.wallet_id))
+    }::int[]) AS m(id, shard) ON m.id = b.id`;
+    await tx`SELECT pg_notify(${notifyChannel}, '')`;
+    return rows.map((r) => r.id);
   });
 }
