@@ -3,7 +3,9 @@
  * a version compare-and-set, so redelivery, replay from offset 0 and reordering leave the cache right.
  *
  * Offsets are committed only after the cache write, once a second from a timer of their own. A malformed
- * message is logged and set aside on the dead-letter topic (`<topic>.dlq`), never retried forever.
+ * message is logged and set aside on the dead-letter topic (`<topic>.dlq`), which the consumer creates when
+ * it is missing; when it cannot be written even then, the batch is retried with an error logged and counted
+ * each time (never silently).
  */
 import type { Consumer, Kafka, KafkaMessage, Producer } from "kafkajs";
 import type { Config } from "../src/config.ts";
@@ -11,6 +13,7 @@ import type { BalanceCache, CachedWallet } from "../src/cache/balance_cache.ts";
 import type { Logger } from "../src/log.ts";
 import { type WalletEvent, walletEventSchema } from "./event.ts";
 import { createKafka } from "./kafka.ts";
+import { ensureTopics } from "./kafka_admin.ts";
 import type { PipelineMetrics } from "./metrics.ts";
 
 export interface ConsumerOptions {
@@ -77,9 +80,19 @@ export function startConsumer(options: ConsumerOptions): RunningConsumer {
   let signalStop = () => {};
   const stopped = new Promise<void>((resolve) => signalStop = resolve);
 
-  async function setAside(messages: KafkaMessage[], partition: number) {
+  /** Create `<topic>.dlq` if it is missing (one partition: order does not matter there). */
+  async function ensureDeadLetterTopic() {
+    await ensureTopics({
+      brokers: config.KAFKA_BROKERS,
+      clientId: config.KAFKA_CLIENT_ID,
+      topics: [{ topic: deadLetterTopic, partitions: 1, keyed: false }],
+      timeoutMs: 10_000,
+    });
+  }
+
+  async function sendToDeadLetterTopic(messages: KafkaMessage[], partition: number) {
     if (!dlqProducer) {
-      const producer = kafka.producer({ allowAutoTopicCreation: false });
+      const producer = kafka.producer({ allowAutoTopicCreation: false, retry: { retries: 2 } });
       await producer.connect();
       dlqProducer = producer;
     }
@@ -92,6 +105,34 @@ export function startConsumer(options: ConsumerOptions): RunningConsumer {
         headers: { ...m.headers, "source-partition": String(partition), "source-offset": m.offset },
       })),
     });
+  }
+
+  /**
+   * Put malformed messages on `<topic>.dlq`. A failure makes sure the topic exists and tries once more; if
+   * that fails too, the error is logged and counted, and thrown: the batch is not acknowledged and kafkajs
+   * retries it with backoff, so nothing is lost, and the log says why the partition does not move.
+   */
+  async function setAside(messages: KafkaMessage[], partition: number) {
+    try {
+      await sendToDeadLetterTopic(messages, partition);
+    } catch (first) {
+      try {
+        await ensureDeadLetterTopic();
+        await sendToDeadLetterTopic(messages, partition);
+      } catch (error) {
+        metrics.deadLetterTopicFailures++;
+        log.error(
+          "cannot set malformed events aside on the dead-letter topic; the partition waits and retries",
+          {
+            topic: deadLetterTopic,
+            partition,
+            error,
+            firstError: first,
+          },
+        );
+        throw error;
+      }
+    }
   }
 
   // Partition -> offset to commit (the next one to read), for batches whose cache write succeeded.
@@ -132,6 +173,13 @@ export function startConsumer(options: ConsumerOptions): RunningConsumer {
         retry: { retries: 5 },
       });
       try {
+        // Every role that writes to `<topic>.dlq` makes sure it exists; a failure here is retried on demand.
+        await ensureDeadLetterTopic().catch((error) =>
+          log.warn("cannot ensure the dead-letter topic yet; trying again when it is needed", {
+            topic: deadLetterTopic,
+            error,
+          })
+        );
         await fresh.connect();
         await fresh.subscribe({ topic: config.KAFKA_TOPIC, fromBeginning: true });
         consumer = fresh;

@@ -81,6 +81,45 @@ export function isTransientKafkaError(error: unknown): boolean {
 }
 
 /**
+ * Where a failed publish points:
+ * - `unreachable`: the broker cannot be reached or is busy (retriable): nothing is wrong with the rows.
+ * - `record`: Kafka refused the content of a record or record batch (too large, invalid, corrupt). It may be
+ *   one bad row, a batch too large as a whole, or a topic whose limit every row now exceeds (its
+ *   `max.message.bytes` lowered): the relay tells these apart by sending smaller parts.
+ * - `topic`: anything else non-retriable: authorization, unknown or invalid topic, policy, unsupported
+ *   version, or an error we do not know. It concerns the topic, the broker or the client, never one row, so
+ *   it is never counted against a row.
+ */
+export type PublishErrorScope = "unreachable" | "record" | "topic";
+
+/** Protocol errors about a record or a record batch (kafkajs `type` names of Kafka's error codes). */
+const RECORD_ERROR_TYPES = new Set([
+  "MESSAGE_TOO_LARGE", // 10: a record (batch) larger than the topic's max.message.bytes
+  "RECORD_LIST_TOO_LARGE", // 18: a batch larger than a log segment
+  "INVALID_RECORD", // 87: the broker's validation refused a record
+  "INVALID_TIMESTAMP", // 32: a record timestamp outside the topic's allowed range
+  "CORRUPT_MESSAGE", // 2: a CRC or size mismatch in the request
+]);
+
+/** The first KafkaJSProtocolError in an error's cause chain (kafkajs wraps them in retry errors). */
+function protocolErrorOf(error: unknown): (Error & { type?: string }) | null {
+  let current = error;
+  for (let depth = 0; depth < 5 && current instanceof Error; depth++) {
+    if (current.name === "KafkaJSProtocolError") return current as Error & { type?: string };
+    current = (current as { cause?: unknown }).cause;
+  }
+  return null;
+}
+
+/** Classify an error of `producer.send` (see PublishErrorScope). */
+export function publishErrorScope(error: unknown): PublishErrorScope {
+  const protocol = protocolErrorOf(error);
+  if (protocol?.type && RECORD_ERROR_TYPES.has(protocol.type)) return "record";
+  if (isTransientKafkaError(error)) return "unreachable";
+  return "topic";
+}
+
+/**
  * Hide the harmless TimeoutNegativeWarning kafkajs 2.2.4 triggers (its request queue schedules a negative
  * timeout when idle); every other process warning is still printed.
  */

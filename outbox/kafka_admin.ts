@@ -1,6 +1,9 @@
 /**
  * Topic set-up with the kafkajs admin client: create what is missing, then wait until every partition
- * has a leader, so the first produce after start-up does not fail. Also deletes topics (tests, benchmarks).
+ * has a leader, so the first produce after start-up does not fail. An existing topic's partition count is
+ * never changed: keys hash to partitions by that count, so changing it moves wallets to other partitions and
+ * a consumer could read a wallet's new events before its old ones (docs/outbox.md has the safe procedure).
+ * Also deletes topics (tests, benchmarks).
  */
 import { Kafka, logLevel } from "kafkajs";
 
@@ -8,6 +11,26 @@ import { Kafka, logLevel } from "kafkajs";
 export interface TopicSpec {
   topic: string;
   partitions: number;
+  /**
+   * Whether per-key order matters on this topic (default true): an existing one whose partition count differs
+   * from `partitions` is refused with PartitionCountMismatchError. Otherwise (a dead-letter topic) any count
+   * is accepted.
+   */
+  keyed?: boolean;
+}
+
+/** An existing keyed topic has another partition count than configured; nothing was changed. */
+export class PartitionCountMismatchError extends Error {
+  constructor(readonly topic: string, readonly actual: number, readonly configured: number) {
+    super(
+      `Kafka topic ${topic} has ${actual} partitions but KAFKA_TOPIC_PARTITIONS is ${configured}. ` +
+        `The partition count of an existing topic is never changed here: a wallet's events are keyed to a ` +
+        `partition by that count, and changing it would move wallets to other partitions, where consumers ` +
+        `could read their new events before the old ones. Set KAFKA_TOPIC_PARTITIONS=${actual} to keep the ` +
+        `topic as it is, or follow "Changing the partition count" in docs/outbox.md.`,
+    );
+    this.name = "PartitionCountMismatchError";
+  }
 }
 
 /** Where to connect and which topics to ensure. */
@@ -52,26 +75,22 @@ export async function ensureTopics(
     const existing = new Set(await admin.listTopics());
     const missing = topics.filter((t) => !existing.has(t.topic));
     if (missing.length > 0) {
+      // Leaders are awaited below, by a poll that tolerates errors until its deadline: kafkajs's own wait
+      // gave up on a loaded broker with "This server does not host this topic-partition" (metadata not yet
+      // propagated) right after the creation succeeded.
       await admin.createTopics({
         topics: missing.map((t) => ({ topic: t.topic, numPartitions: t.partitions, replicationFactor: 1 })),
-        waitForLeaders: true,
+        waitForLeaders: false,
         timeout: timeoutMs,
       });
     }
-    // An existing topic with fewer partitions than configured is grown; Kafka cannot shrink one.
-    const { topics: metadata } = await admin.fetchTopicMetadata({ topics: topics.map((t) => t.topic) });
-    const grow = topics.filter((t) => {
-      const found = metadata.find((m) => m.name === t.topic);
-      return found !== undefined && found.partitions.length < t.partitions;
-    });
-    if (grow.length > 0) {
-      await admin.createPartitions({
-        topicPartitions: grow.map((t) => ({ topic: t.topic, count: t.partitions })),
-        validateOnly: false,
-        timeout: timeoutMs,
-      });
+    const counts = await waitForLeaders(admin, topics, new Set(missing.map((t) => t.topic)), timeoutMs);
+    for (const t of topics) {
+      const actual = counts.get(t.topic) ?? 0;
+      if ((t.keyed ?? true) && !missing.includes(t) && actual !== t.partitions) {
+        throw new PartitionCountMismatchError(t.topic, actual, t.partitions);
+      }
     }
-    const counts = await waitForLeaders(admin, topics, timeoutMs);
     return topics.map((t) => ({
       topic: t.topic,
       created: missing.includes(t),
@@ -84,10 +103,14 @@ export async function ensureTopics(
 
 type Admin = ReturnType<Kafka["admin"]>;
 
-/** Poll topic metadata until every partition of every topic has a leader; returns partition counts. */
+/**
+ * Poll topic metadata until every partition of every topic has a leader (and a topic just created shows all
+ * its partitions); returns partition counts.
+ */
 async function waitForLeaders(
   admin: Admin,
   topics: TopicSpec[],
+  created: Set<string>,
   timeoutMs: number,
 ): Promise<Map<string, number>> {
   const deadline = Date.now() + timeoutMs;
@@ -98,7 +121,8 @@ async function waitForLeaders(
       const counts = new Map(metadata.map((m) => [m.name, m.partitions.length]));
       const notReady = topics.filter((t) => {
         const found = metadata.find((m) => m.name === t.topic);
-        return !found || found.partitions.length < t.partitions ||
+        return !found || found.partitions.length === 0 ||
+          (created.has(t.topic) && found.partitions.length < t.partitions) ||
           found.partitions.some((p) => p.leader < 0 || p.partitionErrorCode !== 0);
       });
       if (notReady.length === 0) return counts;
@@ -142,7 +166,7 @@ if (import.meta.main) {
     clientId: config.KAFKA_CLIENT_ID,
     topics: [
       { topic: config.KAFKA_TOPIC, partitions: config.KAFKA_TOPIC_PARTITIONS },
-      { topic: `${config.KAFKA_TOPIC}.dlq`, partitions: 1 },
+      { topic: `${config.KAFKA_TOPIC}.dlq`, partitions: 1, keyed: false },
     ],
   });
   for (const s of states) {

@@ -35,8 +35,26 @@ export class PipelineMetrics {
   publishFailures = 0;
   /** Relay cycles that failed (Kafka or PostgreSQL unreachable, say); each is followed by a backoff. */
   relayCycleFailures = 0;
-  /** Rows moved to the dead-letter table. */
-  deadLettered = 0;
+  /** Relay cycles that backed off because Kafka refused the topic as a whole (nothing counted against rows). */
+  topicRefusals = 0;
+  /** Refusals counted against one row: Kafka refused it alone while it accepted other rows. */
+  rowRefusals = 0;
+  /** Rows set aside after RELAY_MAX_ATTEMPTS counted refusals (their wallets' later rows are held). */
+  setAside = 0;
+  /** The former name of `setAside` (rows the relay used to move to the dead-letter table at that point). */
+  get deadLettered(): number {
+    return this.setAside;
+  }
+  /** At the last measurement: rows set aside, rows held behind them, rows backing off after a refusal. */
+  setAsideRows = 0;
+  heldRows = 0;
+  backingOffRows = 0;
+  /** The events topic's partition count as the relay found it at start (0: not read). */
+  topicPartitions = 0;
+  /** Sent rows deleted by the retention. */
+  retentionDeleted = 0;
+  /** Malformed events the consumer could not put on `<topic>.dlq` (it retries the batch, loudly). */
+  deadLetterTopicFailures = 0;
   /** Unsent outbox rows at the last measurement, and the age of the oldest. */
   unsent = 0;
   oldestUnsentAgeMs = 0;
@@ -71,7 +89,15 @@ export class PipelineMetrics {
       publishFailures: this.publishFailures,
       relayCycleFailures: this.relayCycleFailures,
       publishRatePerSecond: this.publishRate(),
-      deadLettered: this.deadLettered,
+      topicRefusals: this.topicRefusals,
+      rowRefusals: this.rowRefusals,
+      setAside: this.setAside,
+      setAsideRows: this.setAsideRows,
+      heldRows: this.heldRows,
+      backingOffRows: this.backingOffRows,
+      retentionDeleted: this.retentionDeleted,
+      topicPartitions: this.topicPartitions,
+      deadLetterTopicFailures: this.deadLetterTopicFailures,
       unsent: this.unsent,
       oldestUnsentAgeMs: this.oldestUnsentAgeMs,
       consumed: this.consumed,

@@ -6,6 +6,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { hideKafkajsTimeoutWarning } from "../outbox/kafka.ts";
+import { ensureTopics } from "../outbox/kafka_admin.ts";
 import type { WalletEvent } from "../outbox/event.ts";
 import { FETCH_MAX_BYTES } from "../outbox/consumer.ts";
 import { call, config, enabledWallet, initCustomer } from "./support/harness.ts";
@@ -15,7 +16,9 @@ import {
   committedOffsetTotal,
   createTestTopic,
   handProducer,
+  testKafka,
   topicMessageCount,
+  uniqueTopicName,
   waitUntil,
 } from "./support/topic.ts";
 
@@ -361,6 +364,29 @@ describe("balance cache consumer", () => {
       assert.equal(again.status, 200);
       assert.equal(again.body.data.wallet.balance, 10);
     } finally {
+      await pipeline.close();
+    }
+  });
+
+  it("creates a missing <topic>.dlq and sets a malformed message aside there instead of retrying forever", async () => {
+    // Only the events topic: its dead-letter topic does not exist (as after a manual topic set-up).
+    const topic = uniqueTopicName("no-dlq");
+    await ensureTopics({ brokers, clientId: "mini-wallet-tests", topics: [{ topic, partitions: 2 }] });
+    const admin = testKafka(brokers).admin();
+    await admin.connect();
+    const pipeline = createPipeline({ topic, logLevel: "silent" });
+    const producer = await handProducer(brokers);
+    try {
+      assert.ok(!(await admin.listTopics()).includes(`${topic}.dlq`), "no dead-letter topic yet");
+      const consumer = pipeline.startConsumer();
+      await producer.send({ topic, acks: -1, messages: [{ key: "k", value: "not an event" }] });
+      await waitUntil(() => consumer.metrics.malformed >= 1, { message: "the malformed message set aside" });
+      const offsets = await admin.fetchTopicOffsets(`${topic}.dlq`);
+      assert.equal(offsets.reduce((sum, p) => sum + Number(p.high), 0), 1, "one message on <topic>.dlq");
+      assert.equal(consumer.metrics.deadLetterTopicFailures, 0);
+    } finally {
+      await producer.disconnect();
+      await admin.disconnect();
       await pipeline.close();
     }
   });

@@ -7,7 +7,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createSql, type ReservedSql, type Sql } from "../src/db/client.ts";
 import { analyzeStaleTables, summarizeSentIndex, vacuumOutboxIfBloated } from "../src/db/table_upkeep.ts";
-import { claimUnsent } from "../src/db/outbox_repository.ts";
+import { claimUnsent, purgeSentBefore, RELAY_TX_IDLE_LIMIT_MS } from "../src/db/outbox_repository.ts";
 import { pipelinedTransaction } from "../src/db/client.ts";
 import { config } from "./support/harness.ts";
 
@@ -168,8 +168,52 @@ describe("table upkeep", () => {
         statements: [],
       }));
       assert.equal(inside, "off");
+      // The relay waits for Kafka inside this transaction: its idle limit is its own, whatever the server's.
+      const idle = await pipelinedTransaction(sql, (tx) => claimUnsent(tx, 10), async (_, tx) => ({
+        result: (await tx`SELECT current_setting('idle_in_transaction_session_timeout') AS v`)[0].v as string,
+        statements: [],
+      }));
+      assert.equal(idle, `${RELAY_TX_IDLE_LIMIT_MS / 60_000}min`);
       assert.equal((await sql`SHOW enable_seqscan`)[0].enable_seqscan, "on", "the same connection, after");
     } finally {
+      await sql.end();
+    }
+  });
+
+  it("deletes every sent row past the retention in one run, batch after batch, and keeps the newer ones", async () => {
+    const sql = createSql(config.DATABASE_URL, { max: 2 });
+    const wallet = crypto.randomUUID(); // marks this test's rows
+    try {
+      const expired = 25_000;
+      await sql`
+        INSERT INTO outbox_sent (id, event_id, wallet_id, wallet_version, event_type, payload, created_at, sent_at)
+        SELECT -1000000 - v, gen_random_uuid(), ${wallet}, v, 'deposit.succeeded', '{}',
+          now() - interval '3 days', now() - interval '2 days' - v * interval '1 ms'
+        FROM generate_series(1, ${expired}::int) v`;
+      await sql`
+        INSERT INTO outbox_sent (id, event_id, wallet_id, wallet_version, event_type, payload, created_at)
+        SELECT -2000000 - v, gen_random_uuid(), ${wallet}, 100000 + v, 'deposit.succeeded', '{}', now()
+        FROM generate_series(1, 100) v`;
+      const cutoff = new Date(Date.now() - 24 * 3600_000);
+      // A spent budget stops after one batch and says it is not done.
+      const cut = await purgeSentBefore(sql, cutoff, { batchSize: 10_000, budgetMs: 0 });
+      assert.deepEqual(cut, { deleted: 10_000, batches: 1, caughtUp: false });
+      const started = performance.now();
+      const run = await purgeSentBefore(sql, cutoff, { batchSize: 10_000 });
+      const seconds = (performance.now() - started) / 1000;
+      assert.deepEqual(run, { deleted: expired - 10_000, batches: 2, caughtUp: true });
+      const [left] = await sql<{ old: number; recent: number }[]>`
+        SELECT count(*) FILTER (WHERE sent_at < ${cutoff})::int AS old,
+               count(*) FILTER (WHERE sent_at >= ${cutoff})::int AS recent
+        FROM outbox_sent WHERE wallet_id = ${wallet}`;
+      assert.deepEqual({ ...left }, { old: 0, recent: 100 });
+      console.log(
+        `retention: ${run.deleted} rows in ${run.batches} batches, ${
+          (run.deleted / seconds).toFixed(0)
+        } rows/s`,
+      );
+    } finally {
+      await sql`DELETE FROM outbox_sent WHERE wallet_id = ${wallet}`;
       await sql.end();
     }
   });

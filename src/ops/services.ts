@@ -46,7 +46,7 @@ export async function ensureServices(
     clientId: config.KAFKA_CLIENT_ID,
     topics: [
       { topic: config.KAFKA_TOPIC, partitions: config.KAFKA_TOPIC_PARTITIONS },
-      { topic: config.KAFKA_TOPIC + DLQ_SUFFIX, partitions: 1 },
+      { topic: config.KAFKA_TOPIC + DLQ_SUFFIX, partitions: 1, keyed: false },
     ],
   });
   for (const t of topics) {

@@ -35,7 +35,11 @@ export async function createTestTopic(
   await ensureTopics({
     brokers,
     clientId: "mini-wallet-tests",
-    topics: [{ topic, partitions: options.partitions ?? 6 }, { topic: `${topic}.dlq`, partitions: 1 }],
+    topics: [{ topic, partitions: options.partitions ?? 6 }, {
+      topic: `${topic}.dlq`,
+      partitions: 1,
+      keyed: false,
+    }],
   });
   return topic;
 }
