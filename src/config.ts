@@ -146,7 +146,7 @@ const configSchema = toolConfigSchema.extend({
 /** Why `secret` must not sign tokens (a published or placeholder value), or null when it may. */
 function jwtSecretProblem(secret: string, appEnv: string): string | null {
   if (secret.length < 32) return null; // reported by the length rule already
-  if (PUBLIC_JWT_SECRETS.includes(secret)) return "JWT_SECRET is the published example value";
+  if (PUBLIC_JWT_SECRETS.includes(secret)) return "JWT_SECRET is a value published in this repository";
   if (secret === TEST_JWT_SECRET && appEnv !== "test") return "JWT_SECRET is the test suite's secret";
   // "xxxx…" or "aaaa…bbbb…" placeholders: a random secret of 32 characters has far more distinct ones.
   if (new Set(secret).size < 8) {
