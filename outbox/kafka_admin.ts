@@ -159,8 +159,8 @@ export async function deleteTopics(
 
 // `deno run -A outbox/kafka_admin.ts`: create the configured topics (used by compose.yaml before start).
 if (import.meta.main) {
-  const { loadConfig } = await import("../src/config.ts");
-  const config = loadConfig();
+  const { loadToolConfig } = await import("../src/config.ts");
+  const config = loadToolConfig();
   const states = await ensureTopics({
     brokers: config.KAFKA_BROKERS,
     clientId: config.KAFKA_CLIENT_ID,

@@ -6,10 +6,10 @@
  * them, `retry` re-queues set-aside rows (after the cause is fixed), `release` gives them up so the wallet's
  * held rows go on, accepting a gap in that wallet's versions. docs/outbox.md explains when to use which.
  *
- * Reads DATABASE_URL through `loadConfig()`; exits 1 with the message on error and 2 with the usage on bad
- * arguments.
+ * Reads DATABASE_URL through `loadToolConfig()` (no JWT_SECRET needed); exits 1 with the message on error
+ * and 2 with the usage on bad arguments.
  */
-import { loadConfig } from "../src/config.ts";
+import { loadToolConfig } from "../src/config.ts";
 import { createSql, type Sql } from "../src/db/client.ts";
 import {
   blockedCounts,
@@ -172,7 +172,7 @@ export async function outboxCli(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  const sql = createSql(loadConfig().DATABASE_URL, { max: 1, applicationName: "mini-wallet-outbox-cli" });
+  const sql = createSql(loadToolConfig().DATABASE_URL, { max: 1, applicationName: "mini-wallet-outbox-cli" });
   try {
     return await runOutboxCommand(sql, command, (line) => console.log(line));
   } catch (error) {

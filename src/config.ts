@@ -6,8 +6,20 @@
  */
 import { z } from "zod";
 
-/** The JWT secret shipped in `.env.example`; production refuses to run with it. */
-export const EXAMPLE_JWT_SECRET = "change-me-to-a-long-random-secret-of-32-chars-or-more";
+/**
+ * The secret the test runner gives every test process (src/ops/run_tests.ts). It is public, so it is accepted
+ * only with APP_ENV=test.
+ */
+export const TEST_JWT_SECRET = "test-secret-for-mini-wallet-tests-000000";
+
+/** Secrets that were published in this repository (the old example and benchmark ones): never accepted. */
+export const PUBLIC_JWT_SECRETS: readonly string[] = [
+  "change-me-to-a-long-random-secret-of-32-chars-or-more",
+  "bench-secret-for-mini-wallet-benchmarks-0000",
+];
+
+/** How to make a secret, shown with every refusal. */
+const GENERATE_SECRET = "generate one with `openssl rand -base64 48`";
 
 /** Every role a process can run; by default one process runs all of them. */
 export const ROLES = ["api", "relay", "consumer"] as const;
@@ -25,7 +37,8 @@ function isUrlWithProtocol(value: string, protocols: string[]): boolean {
   }
 }
 
-const configSchema = z.object({
+/** Everything but the token secret: what the tools that start no API (migrate, services, topics) read. */
+const toolConfigSchema = z.object({
   APP_ENV: z.enum(["development", "test", "production"], {
     error: "APP_ENV must be one of development, test, production",
   }).default("development"),
@@ -54,11 +67,6 @@ const configSchema = z.object({
   KAFKA_TOPIC_PARTITIONS: positiveInt("KAFKA_TOPIC_PARTITIONS").max(1000).default(6),
   KAFKA_CLIENT_ID: z.string().min(1).default("mini-wallet"),
   KAFKA_CONSUMER_GROUP: z.string().min(1).default("mini-wallet-balance-cache"),
-  JWT_SECRET: z.string({ error: "JWT_SECRET is required" }).min(
-    32,
-    "JWT_SECRET must be at least 32 characters",
-  )
-    .default(EXAMPLE_JWT_SECRET),
   TOKEN_TTL_SECONDS: positiveInt("TOKEN_TTL_SECONDS").default(30 * 24 * 3600),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"], {
     error: "LOG_LEVEL must be one of debug, info, warn, error, silent",
@@ -121,17 +129,35 @@ const configSchema = z.object({
   RELAY_SWEEP_MS: positiveInt("RELAY_SWEEP_MS").default(500),
   RELAY_MAX_ATTEMPTS: positiveInt("RELAY_MAX_ATTEMPTS").default(10),
   RELAY_RETENTION_HOURS: positiveInt("RELAY_RETENTION_HOURS").default(24),
+});
+
+// No default: a secret anyone can read signs tokens anyone can mint (a token names a wallet, and wallet ids
+// travel in every Kafka event). `deno task dev` makes a local one (src/ops/dev_secret.ts); tests set theirs.
+const configSchema = toolConfigSchema.extend({
+  JWT_SECRET: z.string({ error: `JWT_SECRET is required: ${GENERATE_SECRET}` })
+    .min(32, `JWT_SECRET must be at least 32 characters: ${GENERATE_SECRET}`),
 }).superRefine((cfg, ctx) => {
-  if (cfg.APP_ENV === "production" && cfg.JWT_SECRET === EXAMPLE_JWT_SECRET) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["JWT_SECRET"],
-      message: "JWT_SECRET must be changed from the example value when APP_ENV=production",
-    });
+  const problem = jwtSecretProblem(cfg.JWT_SECRET, cfg.APP_ENV);
+  if (problem) {
+    ctx.addIssue({ code: "custom", path: ["JWT_SECRET"], message: `${problem}: ${GENERATE_SECRET}` });
   }
 });
 
+/** Why `secret` must not sign tokens (a published or placeholder value), or null when it may. */
+function jwtSecretProblem(secret: string, appEnv: string): string | null {
+  if (secret.length < 32) return null; // reported by the length rule already
+  if (PUBLIC_JWT_SECRETS.includes(secret)) return "JWT_SECRET is a value published in this repository";
+  if (secret === TEST_JWT_SECRET && appEnv !== "test") return "JWT_SECRET is the test suite's secret";
+  // "xxxx…" or "aaaa…bbbb…" placeholders: a random secret of 32 characters has far more distinct ones.
+  if (new Set(secret).size < 8) {
+    return "JWT_SECRET looks like a placeholder (fewer than 8 distinct characters)";
+  }
+  return null;
+}
+
 export type Config = z.infer<typeof configSchema>;
+/** The configuration without the token secret (see `loadToolConfig`). */
+export type ToolConfig = z.infer<typeof toolConfigSchema>;
 
 /** Raised with every bad field when the environment does not describe a valid configuration. */
 export class ConfigError extends Error {
@@ -143,10 +169,19 @@ export class ConfigError extends Error {
 
 /** Parse a configuration from an environment map (empty strings count as unset). */
 export function parseConfig(env: Record<string, string | undefined>): Config {
+  return parseWith(configSchema, env);
+}
+
+/** Parse everything but `JWT_SECRET`, for tools that start no API (migrations, local services, topics). */
+export function parseToolConfig(env: Record<string, string | undefined>): ToolConfig {
+  return parseWith(toolConfigSchema, env);
+}
+
+function parseWith<T>(schema: z.ZodType<T>, env: Record<string, string | undefined>): T {
   const cleaned = Object.fromEntries(
     Object.keys(configSchema.shape).map((key) => [key, env[key] === "" ? undefined : env[key]]),
   );
-  const result = configSchema.safeParse(cleaned);
+  const result = schema.safeParse(cleaned);
   if (result.success) return result.data;
   throw new ConfigError(
     result.error.issues.map((issue) => `${issue.path.join(".") || "(root)"}: ${issue.message}`),
@@ -155,8 +190,17 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
 
 /** Parse the process environment, or print every bad field and exit. */
 export function loadConfig(): Config {
+  return loadOrExit(parseConfig);
+}
+
+/** `loadConfig` without `JWT_SECRET`, for tools that start no API. */
+export function loadToolConfig(): ToolConfig {
+  return loadOrExit(parseToolConfig);
+}
+
+function loadOrExit<T>(parse: (env: Record<string, string | undefined>) => T): T {
   try {
-    return parseConfig(Deno.env.toObject());
+    return parse(Deno.env.toObject());
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     console.error(error.message);

@@ -1,4 +1,7 @@
-/** Authentication: `Token` and `Bearer` schemes, and every way a token can be wrong (401 JSend fail). */
+/**
+ * Authentication: `Token` and `Bearer` schemes, and every way a token can be wrong: 401 JSend fail on every
+ * authenticated endpoint, and nothing written (every table's row count and the wallet row unchanged).
+ */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { decodeJwt, SignJWT } from "jose";
@@ -46,7 +49,31 @@ async function view(headers: Record<string, string>) {
   return await call(h.app, "GET", "/api/v1/wallet", { headers });
 }
 
+/** The 401 messages of src/http/auth.ts (the contract fixes the status and JSend shape, not the words). */
+const MESSAGES_401 = [
+  "Missing Authorization header: send 'Token <token>' from POST /api/v1/init.",
+  "Malformed Authorization header: expected 'Token <token>' or 'Bearer <token>'.",
+  "Invalid or expired token.",
+];
+
+/** Every table's row count and our wallet row: what a refused request must leave as it found. */
+async function snapshot() {
+  const tables = await h.sql<{ name: string }[]>`
+    SELECT table_name AS name FROM information_schema.tables
+    WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name`;
+  assert.ok(tables.some((t) => t.name === "wallet_transactions"), "the snapshot sees the ledger");
+  const counts: Record<string, number> = {};
+  for (const { name } of tables) {
+    const [row] = await h.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM ${h.sql(name)}`;
+    counts[name] = row.n;
+  }
+  const [wallet] = await h
+    .sql`SELECT status, balance::text, version::text FROM wallets WHERE id = ${walletId}`;
+  return { counts, wallet };
+}
+
 async function assert401(headers: Record<string, string>, label: string) {
+  const before = await snapshot();
   const requests = [
     () => call(h.app, "GET", "/api/v1/wallet", { headers }),
     () => call(h.app, "POST", "/api/v1/wallet", { headers }),
@@ -61,12 +88,13 @@ async function assert401(headers: Record<string, string>, label: string) {
     assert.equal(res.status, 401, `${label}: ${JSON.stringify(res.body)}`);
     assert.deepEqual(Object.keys(res.body), ["status", "data"]);
     assert.equal(res.body.status, "fail");
-    assert.equal(typeof res.body.data.error, "string");
-    assert.ok(res.body.data.error.length > 0);
+    assert.ok(MESSAGES_401.includes(res.body.data.error), `${label}: ${res.body.data.error}`);
   }
+  assert.deepEqual(await snapshot(), before, `${label}: a refused request wrote something`);
 }
 
 describe("auth schemes", () => {
+  // RFC 9110: the scheme is case-insensitive.
   for (const scheme of ["Token", "Bearer", "token", "bearer", "TOKEN", "BEARER", "BeArEr"]) {
     it(`accepts the ${scheme} scheme`, async () => {
       const res = await view({ authorization: `${scheme} ${token}` });
@@ -74,6 +102,12 @@ describe("auth schemes", () => {
       assert.equal(res.body.data.wallet.id, walletId);
     });
   }
+
+  it("accepts several spaces after the scheme (RFC 9110: `auth-scheme 1*SP token68`)", async () => {
+    for (const authorization of [`Token  ${token}`, `Bearer   ${token}`]) {
+      assert.equal((await view({ authorization })).status, 200, authorization.slice(0, 12));
+    }
+  });
 
   it("a token works for every endpoint through the Bearer scheme", async () => {
     const { token: t } = await enabledWallet(h.app);
@@ -113,6 +147,20 @@ describe("refused tokens: 401 JSend fail on every authenticated endpoint", () =>
       await assert401(header === "" ? {} : { authorization: header }, JSON.stringify(header));
     }
     await assert401({ authorization: `Token ${token} extra` }, "two tokens");
+    await assert401({ authorization: `Token\t${token}` }, "a tab instead of spaces");
+    await assert401({ authorization: `Token "${token}"` }, "a quoted token");
+    await assert401({ authorization: `Token ${token},Bearer ${token}` }, "two credentials");
+    await assert401({ authorization: `JWT ${token}` }, "another scheme");
+    await assert401({ authorization: `Tokens ${token}` }, "a longer scheme name");
+  });
+
+  it("a very long header: 64 KiB of token characters, and a signed token with a 64 KiB claim", async () => {
+    await assert401({ authorization: `Bearer ${"a".repeat(64 * 1024)}` }, "64 KiB garbage");
+    const big = await new SignJWT({ wid: walletId, pad: "x".repeat(64 * 1024) })
+      .setProtectedHeader({ alg: "HS256" }).setSubject(xid).setIssuedAt().setExpirationTime("1h").sign(
+        SECRET,
+      );
+    await assert401({ authorization: `Bearer ${big}` }, "64 KiB signed token");
   });
 
   it("a garbage token", async () => {
@@ -151,6 +199,38 @@ describe("refused tokens: 401 JSend fail on every authenticated endpoint", () =>
     await assert401({ authorization: `Token ${other}` }, "HS512");
     const hs384 = await sign({ alg: "HS384" });
     await assert401({ authorization: `Token ${hs384}` }, "HS384");
+  });
+
+  it("a token whose exp lies past iat + TOKEN_TTL_SECONDS, in the year 9999, or whose iat is ahead", async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const ttl = config.TOKEN_TTL_SECONDS;
+    await assert401(
+      { authorization: `Token ${await sign({ iat: now, exp: now + ttl + 1 })}` },
+      "exp too far",
+    );
+    const year9999 = Math.floor(Date.parse("9999-12-31T23:59:59Z") / 1000);
+    await assert401({ authorization: `Token ${await sign({ iat: now, exp: year9999 })}` }, "exp in 9999");
+    await assert401(
+      { authorization: `Token ${await sign({ iat: now + 600, exp: now + 700 })}` },
+      "iat ahead",
+    );
+    // exactly one lifetime is what init issues, and is accepted
+    assert.equal(
+      (await view({ authorization: `Token ${await sign({ iat: now, exp: now + ttl })}` })).status,
+      200,
+    );
+  });
+
+  it("a token without iat", async () => {
+    const noIat = await new SignJWT({ wid: walletId }).setProtectedHeader({ alg: "HS256" }).setSubject(xid)
+      .setExpirationTime("1h").sign(SECRET);
+    await assert401({ authorization: `Token ${noIat}` }, "no iat");
+  });
+
+  it("a valid token for a customer never initialized", async () => {
+    const stranger = await sign({ sub: newCustomerXid(), wid: crypto.randomUUID() });
+    await assert401({ authorization: `Token ${stranger}` }, "never initialized");
+    await assert401({ authorization: `Bearer ${stranger}` }, "never initialized, Bearer");
   });
 
   it("a token expired 2 minutes ago (past the 60 s leeway)", async () => {

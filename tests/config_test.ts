@@ -1,11 +1,20 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { ConfigError, EXAMPLE_JWT_SECRET, parseConfig } from "../src/config.ts";
+import {
+  ConfigError,
+  parseConfig,
+  parseToolConfig,
+  PUBLIC_JWT_SECRETS,
+  TEST_JWT_SECRET,
+} from "../src/config.ts";
 
-/** The problems parseConfig reports for this environment (fails the test if it parses). */
-function problemsOf(env: Record<string, string>): string[] {
+/** A secret of the shape an operator would generate (never a fixed one: the test must not publish a secret). */
+const SECRET = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(48))));
+
+/** The problems parseConfig reports for this environment plus a valid secret, unless the env names its own. */
+function problemsOf(env: Record<string, string | undefined>): string[] {
   try {
-    parseConfig(env);
+    parseConfig({ JWT_SECRET: SECRET, ...env });
   } catch (error) {
     assert.ok(error instanceof ConfigError, `expected a ConfigError, got ${error}`);
     return error.problems;
@@ -14,15 +23,15 @@ function problemsOf(env: Record<string, string>): string[] {
 }
 
 /** Assert exactly one problem, about `field`. */
-function assertOneProblem(env: Record<string, string>, field: string): void {
+function assertOneProblem(env: Record<string, string | undefined>, field: string): void {
   const problems = problemsOf(env);
   assert.equal(problems.length, 1, problems.join("; "));
   assert.match(problems[0], new RegExp(`^${field}: `));
 }
 
 describe("parseConfig", () => {
-  it("fills every default from an empty environment", () => {
-    const config = parseConfig({});
+  it("fills every default but JWT_SECRET from an environment that sets only it", () => {
+    const config = parseConfig({ JWT_SECRET: SECRET });
     assert.equal(config.APP_ENV, "development");
     assert.equal(config.PORT, 8089);
     assert.equal(config.HOST, "0.0.0.0");
@@ -31,14 +40,14 @@ describe("parseConfig", () => {
     assert.deepEqual(config.KAFKA_BROKERS, ["127.0.0.1:9092"]);
     assert.equal(config.KAFKA_TOPIC, "wallet.created-transaction");
     assert.equal(config.KAFKA_TOPIC_PARTITIONS, 6);
-    assert.equal(config.JWT_SECRET, EXAMPLE_JWT_SECRET);
+    assert.equal(config.JWT_SECRET, SECRET);
     assert.equal(config.LOG_LEVEL, "info");
     assert.deepEqual(config.ROLES, ["api", "relay", "consumer"]);
     assert.equal(config.WRITE_KNOWN_WALLETS, 10_000);
   });
 
   it("treats empty strings as unset", () => {
-    assert.equal(parseConfig({ PORT: "", LOG_LEVEL: "" }).PORT, 8089);
+    assert.equal(parseConfig({ PORT: "", LOG_LEVEL: "", JWT_SECRET: SECRET }).PORT, 8089);
   });
 
   it("parses given values", () => {
@@ -47,7 +56,7 @@ describe("parseConfig", () => {
       KAFKA_BROKERS: "a:1, b:2",
       ROLES: "relay,relay,api",
       APP_ENV: "production",
-      JWT_SECRET: "x".repeat(40),
+      JWT_SECRET: SECRET,
     });
     assert.equal(config.PORT, 9000);
     assert.deepEqual(config.KAFKA_BROKERS, ["a:1", "b:2"]);
@@ -69,14 +78,64 @@ describe("parseConfig", () => {
   it("rejects a negative WRITE_KNOWN_WALLETS", () =>
     assertOneProblem({ WRITE_KNOWN_WALLETS: "-1" }, "WRITE_KNOWN_WALLETS"));
   it("takes WRITE_KNOWN_WALLETS=0 (every batch locks first)", () =>
-    assert.equal(parseConfig({ WRITE_KNOWN_WALLETS: "0" }).WRITE_KNOWN_WALLETS, 0));
-  it("refuses the example secret in production", () =>
-    assertOneProblem({ APP_ENV: "production" }, "JWT_SECRET"));
-
+    assert.equal(parseConfig({ WRITE_KNOWN_WALLETS: "0", JWT_SECRET: SECRET }).WRITE_KNOWN_WALLETS, 0));
   it("lists every bad field at once", () => {
     const problems = problemsOf({ PORT: "x", REDIS_URL: "nope", LOG_LEVEL: "loud", ROLES: "boss" });
     const fields = problems.map((p) => p.split(":")[0]).sort();
     assert.deepEqual(fields, ["LOG_LEVEL", "PORT", "REDIS_URL", "ROLES"]);
+  });
+});
+
+describe("JWT_SECRET: no usable default anywhere", () => {
+  for (const appEnv of ["development", "test", "production"]) {
+    it(`is required with APP_ENV=${appEnv}: missing or empty, with how to generate one`, () => {
+      for (const env of [{ APP_ENV: appEnv }, { APP_ENV: appEnv, JWT_SECRET: "" }]) {
+        const problems = problemsOf({ JWT_SECRET: undefined, ...env });
+        assert.equal(problems.length, 1, problems.join("; "));
+        assert.match(problems[0], /^JWT_SECRET: JWT_SECRET is required: generate one with `openssl rand/);
+      }
+    });
+
+    it(`refuses every secret published in the repository with APP_ENV=${appEnv}`, () => {
+      for (const secret of PUBLIC_JWT_SECRETS) {
+        assertOneProblem({ APP_ENV: appEnv, JWT_SECRET: secret }, "JWT_SECRET");
+      }
+    });
+  }
+
+  it("takes the test suite's secret only with APP_ENV=test", () => {
+    assert.equal(parseConfig({ APP_ENV: "test", JWT_SECRET: TEST_JWT_SECRET }).JWT_SECRET, TEST_JWT_SECRET);
+    assertOneProblem({ APP_ENV: "development", JWT_SECRET: TEST_JWT_SECRET }, "JWT_SECRET");
+    assertOneProblem({ APP_ENV: "production", JWT_SECRET: TEST_JWT_SECRET }, "JWT_SECRET");
+    assertOneProblem({ JWT_SECRET: TEST_JWT_SECRET }, "JWT_SECRET"); // APP_ENV defaults to development
+  });
+
+  it("refuses a placeholder of few distinct characters, and a short one", () => {
+    assertOneProblem({ JWT_SECRET: "x".repeat(40) }, "JWT_SECRET");
+    assertOneProblem({ JWT_SECRET: "abcd".repeat(10) }, "JWT_SECRET");
+    assertOneProblem({ JWT_SECRET: SECRET.slice(0, 31) }, "JWT_SECRET");
+    assert.equal(parseConfig({ JWT_SECRET: SECRET.slice(0, 32) }).JWT_SECRET, SECRET.slice(0, 32));
+  });
+
+  it("is not needed by the tools that start no API (migrate, services, topics)", () => {
+    const config = parseToolConfig({ DATABASE_URL: "postgres://u@h:1/db" });
+    assert.equal(config.DATABASE_URL, "postgres://u@h:1/db");
+    assert.equal("JWT_SECRET" in config, false);
+  });
+
+  it(".env.example is not a working configuration: its JWT_SECRET is empty, and nothing else is wrong", () => {
+    const text = Deno.readTextFileSync(new URL("../.env.example", import.meta.url));
+    const env = Object.fromEntries(
+      text.split("\n").filter((line) => /^[A-Z_]+=/.test(line)).map((line) => {
+        const at = line.indexOf("=");
+        return [line.slice(0, at), line.slice(at + 1)];
+      }),
+    );
+    assert.equal(env.JWT_SECRET, "");
+    const problems = problemsOf({ ...env, JWT_SECRET: "" });
+    assert.equal(problems.length, 1, problems.join("; "));
+    assert.match(problems[0], /^JWT_SECRET: JWT_SECRET is required/);
+    assert.equal(parseConfig({ ...env, JWT_SECRET: SECRET }).APP_ENV, "development");
   });
 });
 
@@ -94,4 +153,36 @@ describe("loadConfig", () => {
     assert.match(text, /PORT/);
     assert.match(text, /KAFKA_BROKERS/);
   });
+});
+
+describe("deno task start", () => {
+  const root = new URL("..", import.meta.url).pathname;
+  /** Run `deno task start` with only this environment (and what deno itself needs): exit code and stderr. */
+  async function start(env: Record<string, string>) {
+    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["task", "--quiet", "start"],
+      cwd: root,
+      clearEnv: true,
+      env: { PATH: Deno.env.get("PATH") ?? "", HOME: Deno.env.get("HOME") ?? "/tmp", ...env },
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    return { code, stderr: new TextDecoder().decode(stderr) };
+  }
+
+  for (const appEnv of ["development", "test", "production"]) {
+    it(`refuses to run with APP_ENV=${appEnv} and no secret, an empty one or the published example`, async () => {
+      const runs = await Promise.all([
+        start({ APP_ENV: appEnv }),
+        start({ APP_ENV: appEnv, JWT_SECRET: "" }),
+        start({ APP_ENV: appEnv, JWT_SECRET: PUBLIC_JWT_SECRETS[0] }),
+      ]);
+      for (const [i, run] of runs.entries()) {
+        assert.equal(run.code, 78, `run ${i}: ${run.stderr}`);
+        assert.match(run.stderr, /^\s*- JWT_SECRET: /m, `run ${i}`);
+        assert.doesNotMatch(run.stderr, /listening/);
+      }
+    });
+  }
 });

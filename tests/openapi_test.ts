@@ -12,15 +12,32 @@ type Json = any;
 
 const MEDIA_TYPES = ["multipart/form-data", "application/x-www-form-urlencoded", "application/json"];
 
-/** The seven operations: path, method, success status, whether it needs a token, whether it has a body. */
+/**
+ * The seven operations: path, method, operationId (the name a generated client gives it), success status,
+ * whether it needs a token, whether it has a body.
+ */
 const OPERATIONS = [
-  { path: "/api/v1/init", method: "post", success: "201", auth: false, body: true },
-  { path: "/api/v1/wallet", method: "post", success: "201", auth: true, body: false },
-  { path: "/api/v1/wallet", method: "get", success: "200", auth: true, body: false },
-  { path: "/api/v1/wallet/transactions", method: "get", success: "200", auth: true, body: false },
-  { path: "/api/v1/wallet/deposits", method: "post", success: "201", auth: true, body: true },
-  { path: "/api/v1/wallet/withdrawals", method: "post", success: "201", auth: true, body: true },
-  { path: "/api/v1/wallet", method: "patch", success: "200", auth: true, body: true },
+  { path: "/api/v1/init", method: "post", id: "initAccount", success: "201", auth: false, body: true },
+  { path: "/api/v1/wallet", method: "post", id: "enableWallet", success: "201", auth: true, body: false },
+  { path: "/api/v1/wallet", method: "get", id: "viewWallet", success: "200", auth: true, body: false },
+  {
+    path: "/api/v1/wallet/transactions",
+    method: "get",
+    id: "listTransactions",
+    success: "200",
+    auth: true,
+    body: false,
+  },
+  { path: "/api/v1/wallet/deposits", method: "post", id: "deposit", success: "201", auth: true, body: true },
+  {
+    path: "/api/v1/wallet/withdrawals",
+    method: "post",
+    id: "withdraw",
+    success: "201",
+    auth: true,
+    body: true,
+  },
+  { path: "/api/v1/wallet", method: "patch", id: "disableWallet", success: "200", auth: true, body: true },
 ];
 
 /** Failure statuses each operation must document, from the contract. */
@@ -248,6 +265,29 @@ describe("GET /openapi.json", () => {
         assert.deepEqual(names, [], `${op.method} ${op.path} needs no token`);
       }
     }
+  });
+
+  it("names every operation for a generated client, with an example answer that fits its schema", () => {
+    for (const op of OPERATIONS) {
+      const operation = doc.paths[op.path][op.method];
+      assert.equal(operation.operationId, op.id, `${op.method} ${op.path}`);
+      const media = deref(doc, operation.responses[op.success]).content["application/json"];
+      assert.ok(media.example, `${op.id} has an example answer`);
+      assert.deepEqual(validate(doc, media.schema, media.example), [], op.id);
+    }
+  });
+
+  it("requires the bodies it declares, and no token on init (security: [])", () => {
+    for (const op of OPERATIONS.filter((o) => o.body)) {
+      assert.equal(deref(doc, doc.paths[op.path][op.method].requestBody).required, true, op.id);
+    }
+    assert.deepEqual(doc.paths["/api/v1/init"].post.security, []);
+  });
+
+  it("names its server (relative: the one that serves it) and its licence", () => {
+    assert.deepEqual(doc.servers, [{ url: "/", description: "This server" }]);
+    assert.equal(typeof doc.info.license?.name, "string");
+    assert.ok(doc.info.license.identifier || doc.info.license.url, "a licence identifier or url");
   });
 
   it("shows the contract's messages in its examples", () => {

@@ -17,7 +17,8 @@ hideKafkajsTimeoutWarning();
 
 describe("pipeline thread", () => {
   it("takes the relay and the consumer off the API's thread, and only when the process runs the API", () => {
-    const roles = (env: Record<string, string>) => pipelineThreadRoles(parseConfig(env));
+    const roles = (env: Record<string, string>) =>
+      pipelineThreadRoles(parseConfig({ APP_ENV: "test", JWT_SECRET: config.JWT_SECRET, ...env }));
     assert.deepEqual(roles({}), ["relay", "consumer"]);
     assert.deepEqual(roles({ ROLES: "api,consumer" }), ["consumer"]);
     assert.equal(roles({ ROLES: "api" }), null, "nothing to move");

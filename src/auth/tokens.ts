@@ -1,6 +1,8 @@
 /**
  * Access tokens: HS256 JWTs (jose) naming the customer (`sub`) and their wallet (`wid`), with issued-at and
- * expiry. Verification fixes the algorithm, so `alg: none` or an asymmetric-key confusion is refused.
+ * expiry. Verification fixes the algorithm, so `alg: none`, HS384/HS512 or an asymmetric-key confusion is
+ * refused, and bounds the lifetime: `iat` must not be in the future and `exp` must not lie past `iat` + the
+ * configured lifetime, so a token minted with a leaked secret cannot be made to last for ever.
  */
 import { jwtVerify, SignJWT } from "jose";
 
@@ -12,6 +14,8 @@ export interface TokenSubject {
 
 /** Allowed clock difference between the issuer and the verifier. */
 const CLOCK_LEEWAY_SECONDS = 60;
+/** Ours are about 250 characters; a longer one is refused before it is decoded. */
+const MAX_TOKEN_LENGTH = 4096;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface TokenService {
@@ -43,6 +47,7 @@ export function createTokenService(
         .sign(key);
     },
     async verify(token) {
+      if (token.length > MAX_TOKEN_LENGTH) return null;
       const known = verified.get(token);
       if (known) {
         if (known.exp + CLOCK_LEEWAY_SECONDS > now() / 1000) return known.subject;
@@ -55,7 +60,10 @@ export function createTokenService(
           clockTolerance: CLOCK_LEEWAY_SECONDS,
           currentDate: new Date(now()),
           requiredClaims: ["sub", "exp", "iat"],
+          // Refuses an iat in the future (past the leeway) or older than one lifetime.
+          maxTokenAge: options.ttlSeconds,
         });
+        if (payload.exp! - payload.iat! > options.ttlSeconds) return null; // e.g. exp in the year 9999
         const walletId = payload.wid;
         if (typeof payload.sub !== "string" || typeof walletId !== "string" || !UUID.test(walletId)) {
           return null;

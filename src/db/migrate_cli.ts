@@ -1,10 +1,10 @@
 /**
  * `deno task migrate up [N] | down [N] | status | create NAME [--dir PATH]`: the migration runner's command line.
  *
- * Reads DATABASE_URL through `loadConfig()`; prints one line per migration; exits 1 with the message on
+ * Reads DATABASE_URL through `loadToolConfig()`; prints one line per migration; exits 1 with the message on
  * error and 2 with the usage text on bad arguments.
  */
-import { loadConfig } from "../config.ts";
+import { loadToolConfig } from "../config.ts";
 import {
   createMigration,
   DEFAULT_MIGRATIONS_DIR,
@@ -53,7 +53,7 @@ export async function migrateCli(args: string[]): Promise<number> {
       console.log(`created ${upPath}\ncreated ${downPath}`);
       return 0;
     }
-    const databaseUrl = loadConfig().DATABASE_URL;
+    const databaseUrl = loadToolConfig().DATABASE_URL;
     const log = (line: string) => console.log(line);
     if (command.kind === "up") {
       const applied = await migrateUp(databaseUrl, { dir, log, steps: command.steps });

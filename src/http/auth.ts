@@ -8,7 +8,9 @@ import { fail } from "./jsend.ts";
 
 export type AuthEnv = { Variables: { subject: TokenSubject } };
 
-const AUTHORIZATION = /^(?:Token|Bearer)\s+(\S+)\s*$/i;
+// RFC 9110 section 11.4: `auth-scheme 1*SP token68`, the scheme in any case. A JWT is a token68; anything
+// else after the scheme (a tab, a second word, a quote) makes the header malformed.
+const AUTHORIZATION = /^(?:Token|Bearer) +([A-Za-z0-9\-._~+/]+=*)$/i;
 
 /** Require a valid token and expose its subject as `c.get("subject")` (`c.var` would copy every variable). */
 export function requireToken(tokens: TokenService) {

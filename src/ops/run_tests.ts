@@ -5,16 +5,13 @@
  * run. Extra arguments pass through: `deno task test tests/foo_test.ts` runs one file. Afterwards it deletes
  * the Kafka topics the run made (a full run makes about thirty).
  */
-import { parseConfig } from "../config.ts";
+import { parseConfig, TEST_JWT_SECRET } from "../config.ts";
 import { migrateUp } from "../db/migrate.ts";
 import { databaseName, recreateDatabase } from "./postgres_local.ts";
 import { hideKafkajsTimeoutWarning } from "../../outbox/kafka.ts";
 import { deleteTopics } from "../../outbox/kafka_admin.ts";
 import { ensureServices } from "./services.ts";
 import { ensureTestTools } from "./test_tools.ts";
-
-/** A fixed secret for tests only (40 characters); never used outside APP_ENV=test. */
-export const TEST_JWT_SECRET = "test-secret-for-mini-wallet-tests-000000";
 
 /** The environment every test process runs with. */
 export function testEnv(
@@ -27,7 +24,7 @@ export function testEnv(
     REDIS_URL: env.TEST_REDIS_URL || "redis://127.0.0.1:6379/15",
     KAFKA_TOPIC: env.TEST_KAFKA_TOPIC || "wallet.created-transaction.test",
     LOG_LEVEL: "warn",
-    JWT_SECRET: TEST_JWT_SECRET,
+    JWT_SECRET: TEST_JWT_SECRET, // public, so accepted only with APP_ENV=test
     KAFKAJS_NO_PARTITIONER_WARNING: "1",
   };
 }

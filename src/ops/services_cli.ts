@@ -1,7 +1,7 @@
 /**
  * `deno task services up|down|status`: start, stop or show the local Postgres, Redis and Kafka.
  */
-import { loadConfig } from "../config.ts";
+import { loadToolConfig } from "../config.ts";
 import { hideKafkajsTimeoutWarning } from "../../outbox/kafka.ts";
 import { ensureServices, servicesStatus, stopServices } from "./services.ts";
 
@@ -14,13 +14,13 @@ export async function servicesCli(args: string[]): Promise<number> {
   try {
     switch (command) {
       case "up":
-        await ensureServices(loadConfig(), { log });
+        await ensureServices(loadToolConfig(), { log });
         return 0;
       case "down":
         await stopServices({ log });
         return 0;
       case "status":
-        for (const line of await servicesStatus(loadConfig())) console.log(line);
+        for (const line of await servicesStatus(loadToolConfig())) console.log(line);
         return 0;
       default:
         console.error(USAGE);

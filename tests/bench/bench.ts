@@ -93,7 +93,8 @@ const DRAIN_TOPIC = `wallet.bench.${runId}.drain`;
 const BARE_PORT = P.port + 1;
 const INSPECT_PORT = P.port + 1140; // 19229, or 19329 for --smoke
 const baseUrl = `http://127.0.0.1:${P.port}`;
-const JWT_SECRET = "bench-secret-for-mini-wallet-benchmarks-0000";
+// A fresh random secret per run: no fixed secret is ever accepted outside the test suite.
+const JWT_SECRET = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(48))));
 
 const started = performance.now();
 function log(line: string) {

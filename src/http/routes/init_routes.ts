@@ -6,11 +6,14 @@ import { successBody } from "../jsend.ts";
 import { bodyGuard, formBody, validBody } from "../request_body.ts";
 import { initBodySchema, successSchema, tokenDataSchema } from "../schemas.ts";
 import { validationHook } from "../validation_hook.ts";
+import { initExample } from "./examples.ts";
 import { commonFailures, fieldErrors, json } from "./responses.ts";
 
 const initRoute = createRoute({
   method: "post",
   path: "/api/v1/init",
+  operationId: "initAccount",
+  security: [], // no token: this is where tokens come from
   tags: ["Account"],
   summary: "Initialize my account for wallet",
   description:
@@ -22,6 +25,7 @@ const initRoute = createRoute({
     201: json(
       successSchema(tokenDataSchema),
       "Account ready; use the token as `Authorization: Token <token>`",
+      initExample,
     ),
     ...fieldErrors("customer_xid"),
     ...commonFailures,

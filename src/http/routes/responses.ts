@@ -2,8 +2,12 @@
 import type { z } from "@hono/zod-openapi";
 import { errorSchema, failSchema, MISSING } from "../schemas.ts";
 
-export function json<T extends z.ZodType>(schema: T, description: string) {
-  return { description, content: { "application/json": { schema } } };
+/** An `application/json` response; `example` (checked against the schema's type) is shown in the document. */
+export function json<T extends z.ZodType>(schema: T, description: string, example?: z.infer<T>) {
+  return {
+    description,
+    content: { "application/json": example === undefined ? { schema } : { schema, example } },
+  };
 }
 
 /** Fails every route can answer with, plus the 500 and 503 errors. */

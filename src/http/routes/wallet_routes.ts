@@ -29,6 +29,14 @@ import {
 } from "../schemas.ts";
 import { validationHook } from "../validation_hook.ts";
 import {
+  depositExample,
+  disableExample,
+  enableExample,
+  transactionsExample,
+  viewExample,
+  withdrawalExample,
+} from "./examples.ts";
+import {
   commonFailures,
   fieldErrors,
   json,
@@ -52,12 +60,13 @@ function walletRoutesDefinitions(auth: ReturnType<typeof requireToken>) {
   const enable = createRoute({
     method: "post",
     path: "/api/v1/wallet",
+    operationId: "enableWallet",
     tags: ["Wallet"],
     summary: "Enable my wallet",
     security: tokenSecurity,
     middleware: [auth] as const,
     responses: {
-      201: json(successSchema(z.object({ wallet: enabledWalletSchema })), "Wallet enabled"),
+      201: json(successSchema(z.object({ wallet: enabledWalletSchema })), "Wallet enabled", enableExample),
       400: json(failSchema("Already enabled"), "The wallet is already enabled"),
       ...unauthorized,
       500: commonFailures[500],
@@ -68,6 +77,7 @@ function walletRoutesDefinitions(auth: ReturnType<typeof requireToken>) {
   const view = createRoute({
     method: "get",
     path: "/api/v1/wallet",
+    operationId: "viewWallet",
     tags: ["Wallet"],
     summary: "View my wallet balance",
     description:
@@ -75,7 +85,7 @@ function walletRoutesDefinitions(auth: ReturnType<typeof requireToken>) {
     security: tokenSecurity,
     middleware: [auth] as const,
     responses: {
-      200: json(viewResponseSchema, "The wallet and its balance"),
+      200: json(viewResponseSchema, "The wallet and its balance", viewExample),
       ...unauthorized,
       ...walletDisabled,
       500: commonFailures[500],
@@ -86,6 +96,7 @@ function walletRoutesDefinitions(auth: ReturnType<typeof requireToken>) {
   const transactions = createRoute({
     method: "get",
     path: "/api/v1/wallet/transactions",
+    operationId: "listTransactions",
     tags: ["Wallet"],
     summary: "View my wallet transactions",
     description:
@@ -100,6 +111,7 @@ function walletRoutesDefinitions(auth: ReturnType<typeof requireToken>) {
           next_cursor: z.string().nullable().optional(),
         })),
         "The wallet's transactions",
+        transactionsExample,
       ),
       ...fieldErrors("limit"),
       ...unauthorized,
@@ -112,6 +124,7 @@ function walletRoutesDefinitions(auth: ReturnType<typeof requireToken>) {
   const deposit = createRoute({
     method: "post",
     path: "/api/v1/wallet/deposits",
+    operationId: "deposit",
     tags: ["Wallet"],
     summary: "Add virtual money to my wallet",
     description: "reference_id is the idempotency key: an identical retry gets the first response again.",
@@ -119,7 +132,7 @@ function walletRoutesDefinitions(auth: ReturnType<typeof requireToken>) {
     middleware: [auth, bodyGuard(moneyBodySchema)] as const,
     request: { body: formBody(moneyBodySchema, "Amount and the client's reference id") },
     responses: {
-      201: json(successSchema(z.object({ deposit: depositSchema })), "Deposited"),
+      201: json(successSchema(z.object({ deposit: depositSchema })), "Deposited", depositExample),
       ...fieldErrors("amount"),
       ...unauthorized,
       ...walletDisabled,
@@ -131,6 +144,7 @@ function walletRoutesDefinitions(auth: ReturnType<typeof requireToken>) {
   const withdrawal = createRoute({
     method: "post",
     path: "/api/v1/wallet/withdrawals",
+    operationId: "withdraw",
     tags: ["Wallet"],
     summary: "Use virtual money from my wallet",
     description:
@@ -140,7 +154,7 @@ function walletRoutesDefinitions(auth: ReturnType<typeof requireToken>) {
     middleware: [auth, bodyGuard(moneyBodySchema)] as const,
     request: { body: formBody(moneyBodySchema, "Amount and the client's reference id") },
     responses: {
-      201: json(successSchema(z.object({ withdrawal: withdrawalSchema })), "Withdrawn"),
+      201: json(successSchema(z.object({ withdrawal: withdrawalSchema })), "Withdrawn", withdrawalExample),
       400: json(failSchema("Insufficient balance"), "Insufficient balance, or missing/invalid fields"),
       ...unauthorized,
       ...walletDisabled,
@@ -152,13 +166,14 @@ function walletRoutesDefinitions(auth: ReturnType<typeof requireToken>) {
   const disable = createRoute({
     method: "patch",
     path: "/api/v1/wallet",
+    operationId: "disableWallet",
     tags: ["Wallet"],
     summary: "Disable my wallet",
     security: tokenSecurity,
     middleware: [auth, bodyGuard(disableBodySchema)] as const,
     request: { body: formBody(disableBodySchema, "is_disabled=true") },
     responses: {
-      200: json(successSchema(z.object({ wallet: disabledWalletSchema })), "Wallet disabled"),
+      200: json(successSchema(z.object({ wallet: disabledWalletSchema })), "Wallet disabled", disableExample),
       400: json(failSchema("Already disabled"), "Not enabled, or missing/invalid is_disabled"),
       ...unauthorized,
       ...commonFailures,
