@@ -587,13 +587,16 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
       // PATCHED (mini-wallet): a reserve() waiter that this connection was opened for gets it here, once the
       // types are fetched, like any first query. It used to be dropped before the types were fetched, on the
       // assumption that the pool still listed it; after a reconnect (the pool's onclose hands the next waiter
-      // over and unlists it) it was not, and that reserve() waited forever.
+      // over and unlists it) it was not, and that reserve() waited forever. A waiter another connection
+      // served meanwhile declines, and this connection goes to the pool as an open one.
       if (needsTypes)
         return fetchArrayTypes()
 
-      initial.reserve ? initial.reserve(connection) : execute(initial)
+      const reserve = initial.reserve
+      reserve || execute(initial)
       options.shared.retries = retries = 0
       initial = null
+      reserve && !reserve(connection) && onopen(connection)
       return
     }
 

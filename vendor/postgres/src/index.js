@@ -206,12 +206,14 @@ function Postgres(a, b) {
       ? open.shift()
       : await new Promise((resolve, reject) => {
         // PATCHED (mini-wallet): a waiter leaves the queue as soon as it is settled, whoever settles it (the pool
-        // handing it an open connection, the connection opened for it, or that connection failing). Left in
-        // it, a settled waiter was later handed another connection, which was then lost to the pool for good:
-        // after a few, every reserve() waited forever.
+        // handing it an open connection, the connection opened for it, or that connection failing), and takes
+        // one connection only: reserve() answers false once settled. Left in the queue, a settled waiter was
+        // later handed another connection, which was then lost to the pool for good: after a few, every
+        // reserve() waited forever.
+        let settled = false
         const query = {
-          reserve: c => (queries.remove(query), resolve(c)),
-          reject: e => (queries.remove(query), reject(e))
+          reserve: c => !settled && (settled = true, queries.remove(query), resolve(c), true),
+          reject: e => (settled = true, queries.remove(query), reject(e))
         }
         queries.push(query)
         closed.length && connect(closed.shift(), query)
