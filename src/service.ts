@@ -45,8 +45,6 @@ export async function startService(
     max: config.DATABASE_POOL_SIZE,
     timeouts: dbTimeouts(config),
   });
-  const redis = createRedis(config.REDIS_URL);
-  redis.on("error", (error) => log.debug("redis connection error", { error }));
   // API processes keep what they read in memory, told by Redis when it changes (see near_cache.ts).
   const opened = openCache({
     redisUrl: config.REDIS_URL,
