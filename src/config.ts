@@ -29,6 +29,12 @@ const positiveInt = (label: string) =>
   z.coerce.number({ error: `${label} must be a whole number` }).int(`${label} must be a whole number`)
     .positive(`${label} must be positive`);
 
+/** A duration in milliseconds, 0 meaning "none"; at most a day (PostgreSQL's settings hold up to 2^31-1 ms). */
+const millis = (label: string) =>
+  z.coerce.number({ error: `${label} must be a whole number of milliseconds` }).int(
+    `${label} must be a whole number of milliseconds`,
+  ).min(0, `${label} must be 0 or more`).max(86_400_000, `${label} must be at most 86400000 (a day)`);
+
 function isUrlWithProtocol(value: string, protocols: string[]): boolean {
   try {
     return protocols.includes(new URL(value).protocol);
@@ -49,6 +55,11 @@ const toolConfigSchema = z.object({
     "DATABASE_URL must be a postgres:// URL",
   ).default("postgres://postgres@127.0.0.1:5432/mini_wallet"),
   DATABASE_POOL_SIZE: positiveInt("DATABASE_POOL_SIZE").max(200).default(20),
+  // Bounds on every connection of the service's pools (src/db/client.ts); 0 leaves one to PostgreSQL's own
+  // setting (none by default). See docs/postgres_driver.md for the choice of defaults.
+  DB_STATEMENT_TIMEOUT_MS: millis("DB_STATEMENT_TIMEOUT_MS").default(5000),
+  DB_LOCK_TIMEOUT_MS: millis("DB_LOCK_TIMEOUT_MS").default(2000),
+  DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: millis("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS").default(10_000),
   REDIS_URL: z.string().refine(
     (v) => isUrlWithProtocol(v, ["redis:", "rediss:"]),
     "REDIS_URL must be a redis:// URL",

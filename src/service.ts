@@ -11,7 +11,7 @@ import type { Logger } from "./log.ts";
 import type { BalanceCacheStats } from "./cache/balance_cache.ts";
 import type { NearCacheStats } from "./cache/near_cache.ts";
 import { openCache } from "./cache/open_cache.ts";
-import { createSql } from "./db/client.ts";
+import { createSql, dbTimeouts } from "./db/client.ts";
 import type { WalletService } from "./wallet/wallet_service.ts";
 import { PipelineMetrics } from "../outbox/metrics.ts";
 
@@ -41,7 +41,10 @@ export async function startService(
   options: ServiceOptions = {},
 ): Promise<RunningService> {
   const roles = new Set(config.ROLES);
-  const sql = createSql(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE });
+  const sql = createSql(config.DATABASE_URL, {
+    max: config.DATABASE_POOL_SIZE,
+    timeouts: dbTimeouts(config),
+  });
   // API processes keep what they read in memory, told by Redis when it changes (see near_cache.ts).
   const opened = openCache({
     redisUrl: config.REDIS_URL,

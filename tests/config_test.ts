@@ -44,6 +44,9 @@ describe("parseConfig", () => {
     assert.equal(config.LOG_LEVEL, "info");
     assert.deepEqual(config.ROLES, ["api", "relay", "consumer"]);
     assert.equal(config.WRITE_KNOWN_WALLETS, 10_000);
+    assert.equal(config.DB_STATEMENT_TIMEOUT_MS, 5000);
+    assert.equal(config.DB_LOCK_TIMEOUT_MS, 2000);
+    assert.equal(config.DB_IDLE_IN_TRANSACTION_TIMEOUT_MS, 10_000);
   });
 
   it("treats empty strings as unset", () => {
@@ -79,6 +82,23 @@ describe("parseConfig", () => {
     assertOneProblem({ WRITE_KNOWN_WALLETS: "-1" }, "WRITE_KNOWN_WALLETS"));
   it("takes WRITE_KNOWN_WALLETS=0 (every batch locks first)", () =>
     assert.equal(parseConfig({ WRITE_KNOWN_WALLETS: "0", JWT_SECRET: SECRET }).WRITE_KNOWN_WALLETS, 0));
+  it("takes the connection bounds, 0 leaving one to PostgreSQL", () => {
+    const config = parseConfig({
+      JWT_SECRET: SECRET,
+      DB_STATEMENT_TIMEOUT_MS: "8000",
+      DB_LOCK_TIMEOUT_MS: "0",
+      DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: "30000",
+    });
+    assert.deepEqual(
+      [config.DB_STATEMENT_TIMEOUT_MS, config.DB_LOCK_TIMEOUT_MS, config.DB_IDLE_IN_TRANSACTION_TIMEOUT_MS],
+      [8000, 0, 30_000],
+    );
+  });
+  it("rejects a negative or fractional connection bound", () => {
+    assertOneProblem({ DB_STATEMENT_TIMEOUT_MS: "-1" }, "DB_STATEMENT_TIMEOUT_MS");
+    assertOneProblem({ DB_LOCK_TIMEOUT_MS: "1.5" }, "DB_LOCK_TIMEOUT_MS");
+    assertOneProblem({ DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: "soon" }, "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS");
+  });
   it("lists every bad field at once", () => {
     const problems = problemsOf({ PORT: "x", REDIS_URL: "nope", LOG_LEVEL: "loud", ROLES: "boss" });
     const fields = problems.map((p) => p.split(":")[0]).sort();

@@ -73,7 +73,12 @@ async function writesSettled(h: Harness): Promise<void> {
 
 let locker: Sql;
 before(() => {
-  locker = createSql(config.DATABASE_URL, { max: 2 });
+  // Another application's session: without the service's connection bounds, whose idle-in-transaction
+  // timeout (10 s) would end it, and release the row, before a slow test is done with it.
+  locker = createSql(config.DATABASE_URL, {
+    max: 2,
+    timeouts: { statementMs: 0, lockMs: 0, idleInTransactionMs: 0 },
+  });
 });
 after(async () => {
   await locker.end({ timeout: 5 });

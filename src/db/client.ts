@@ -6,11 +6,39 @@ export type Sql = postgres.Sql;
 export type TransactionSql = postgres.TransactionSql;
 export type ReservedSql = postgres.ReservedSql;
 
+/**
+ * Bounds PostgreSQL enforces on every connection of a pool, in milliseconds; 0 leaves one to the server's
+ * own setting (none, unless the server, database or role sets one).
+ *
+ * - `statementMs` (`statement_timeout`): a statement running longer is cancelled (SQLSTATE 57014).
+ * - `lockMs` (`lock_timeout`): a statement waiting longer for a lock (a row another transaction holds) is
+ *   cancelled (55P03).
+ * - `idleInTransactionMs` (`idle_in_transaction_session_timeout`): a session that leaves its transaction open
+ *   and silent longer is ended (25P03); its locks go with it.
+ *
+ * Work that legitimately takes longer raises its own bound for its transaction (`set_config(..., true)`):
+ * the relay's Kafka send (outbox_repository.ts), table upkeep (table_upkeep.ts). Migrations use a client of
+ * their own, without these bounds.
+ */
+export interface DbTimeouts {
+  statementMs: number;
+  lockMs: number;
+  idleInTransactionMs: number;
+}
+
+/** The defaults of DB_STATEMENT_TIMEOUT_MS, DB_LOCK_TIMEOUT_MS and DB_IDLE_IN_TRANSACTION_TIMEOUT_MS. */
+export const DEFAULT_DB_TIMEOUTS: DbTimeouts = {
+  statementMs: 5000,
+  lockMs: 2000,
+  idleInTransactionMs: 10_000,
+};
+
 /** Open a pool; connections are made lazily, on first use. bigint columns arrive as strings (never Number). */
 export function createSql(
   databaseUrl: string,
-  options: { max?: number; applicationName?: string } = {},
+  options: { max?: number; applicationName?: string; timeouts?: DbTimeouts } = {},
 ): Sql {
+  const timeouts = options.timeouts ?? DEFAULT_DB_TIMEOUTS;
   // A variable, not a literal: the typings of postgres.js 3.4 omit its documented `socket` option.
   const settings = {
     max: options.max ?? 10,
@@ -18,10 +46,33 @@ export function createSql(
     onnotice: () => {},
     // Fail fast when PostgreSQL is unreachable: a request should get a 500, not hang for 30 s.
     connect_timeout: 5,
-    connection: { application_name: options.applicationName ?? "mini-wallet" },
+    // Startup parameters: in force from the connection's first statement, with no extra round trip, and what
+    // RESET goes back to. postgres.js leaves a 0 out of the startup message, so 0 means "not set here": the
+    // server's (or role's, or database's) own setting applies, which is "none" unless someone set one.
+    connection: {
+      application_name: options.applicationName ?? "mini-wallet",
+      statement_timeout: timeouts.statementMs,
+      lock_timeout: timeouts.lockMs,
+      idle_in_transaction_session_timeout: timeouts.idleInTransactionMs,
+    },
     socket: connectWithoutNagle,
   };
   return postgres(databaseUrl, settings);
+}
+
+/** The connection bounds a configuration asks for. */
+export function dbTimeouts(
+  config: {
+    DB_STATEMENT_TIMEOUT_MS: number;
+    DB_LOCK_TIMEOUT_MS: number;
+    DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: number;
+  },
+): DbTimeouts {
+  return {
+    statementMs: config.DB_STATEMENT_TIMEOUT_MS,
+    lockMs: config.DB_LOCK_TIMEOUT_MS,
+    idleInTransactionMs: config.DB_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+  };
 }
 
 /** What postgres.js hands a custom socket factory: its parsed connection options. */

@@ -52,7 +52,10 @@ export async function analyzeStaleTables(
   const names = stale.map((row) => row.name);
   for (const name of names) {
     await sql.begin(async (tx) => {
-      await tx`SELECT set_config('default_statistics_target', ${String(STATISTICS_TARGET)}, true)`;
+      // No statement bound for this transaction: on a cold or busy server ANALYZE may take longer than the
+      // connection's, and a cancelled ANALYZE is work thrown away (it skips locked tables, so it waits for none).
+      await tx`SELECT set_config('default_statistics_target', ${String(STATISTICS_TARGET)}, true),
+        set_config('statement_timeout', '0', true)`;
       await tx`ANALYZE (SKIP_LOCKED) ${tx(name)}`;
     });
   }
@@ -74,7 +77,17 @@ export async function vacuumOutboxIfBloated(sql: Sql, minDeadRows: number): Prom
   const [row] = await sql<{ dead: string | null }[]>`
     SELECT n_dead_tup AS dead FROM pg_stat_user_tables WHERE relid = 'outbox'::regclass`;
   if (Number(row?.dead ?? 0) < minDeadRows) return false;
-  // TRUNCATE false: truncating the table's empty end would lock out every writer meanwhile (see migration 4).
-  await sql`VACUUM (SKIP_LOCKED, TRUNCATE false) outbox`;
+  // VACUUM cannot run in a transaction, so no set_config(..., true): the bound is lifted for this one
+  // statement on a reserved connection and put back (RESET returns to the connection's startup value). A
+  // cancelled VACUUM is work thrown away, and it blocks no writer (it skips a locked table).
+  const conn = await sql.reserve();
+  try {
+    await conn`SET statement_timeout = 0`;
+    // TRUNCATE false: truncating the table's empty end would lock out every writer meanwhile (see migration 4).
+    await conn`VACUUM (SKIP_LOCKED, TRUNCATE false) outbox`;
+  } finally {
+    await conn`RESET statement_timeout`.catch(() => {}); // a dead connection is replaced anyway
+    conn.release();
+  }
   return true;
 }

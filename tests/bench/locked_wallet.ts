@@ -21,7 +21,12 @@ const TIMEOUT_MS = Number(Deno.env.get("REQUEST_TIMEOUT_MS") ?? 10_000);
 const harness = createHarness({ poolSize: 20, requestTimeoutMs: TIMEOUT_MS });
 const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, harness.app.fetch);
 const base = `http://127.0.0.1:${server.addr.port}`;
-const locker = createSql(config.DATABASE_URL, { max: 1 });
+// Another application's session: without the service's connection bounds (its idle-in-transaction timeout
+// would end the session holding the row).
+const locker = createSql(config.DATABASE_URL, {
+  max: 1,
+  timeouts: { statementMs: 0, lockMs: 0, idleInTransactionMs: 0 },
+});
 
 async function deposit(token: string): Promise<{ status: number; ms: number }> {
   const started = performance.now();

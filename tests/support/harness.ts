@@ -50,9 +50,13 @@ export function createHarness(
     freshnessMs?: number;
     /** Redis command timeout (ms); the fault tests use the service's default. */
     commandTimeoutMs?: number;
+    applicationName?: string;
   } = {},
 ): Harness {
-  const sql = createSql(config.DATABASE_URL, { max: options.poolSize ?? 10 });
+  const sql = createSql(config.DATABASE_URL, {
+    max: options.poolSize ?? 10,
+    applicationName: options.applicationName,
+  });
   const opened = openCache({
     redisUrl: options.redisUrl ?? config.REDIS_URL,
     log: createLogger("silent"),

@@ -1,0 +1,2 @@
+import postgres = require("./types/index.d.ts");
+export default postgres;

@@ -1,0 +1,2 @@
+// @ts-self-types="./mod.d.ts"
+export { default } from "./src/index.js";
