@@ -90,6 +90,13 @@ export class Child {
     return this.#tail.slice(-lines).join("\n");
   }
 
+  /** Send a signal now (SIGKILL: a crash); a process already gone is ignored. */
+  kill(signal: Deno.Signal): void {
+    try {
+      this.#process.kill(signal);
+    } catch { /* gone */ }
+  }
+
   /** SIGTERM, then SIGKILL after `timeoutMs`. */
   async stop(timeoutMs = 15_000): Promise<void> {
     if (this.exited) return;
