@@ -41,7 +41,7 @@ import {
 } from "./tools.ts";
 import { type FreshnessResult, runFreshness } from "./freshness.ts";
 import { profileDuring, type ProfileSummary } from "./cpu_profile.ts";
-import { type BenchReport, type DrainResult, keptAnalysis, type RoleCost, writeReport } from "./report.ts";
+import { type BenchReport, type DrainResult, type RoleCost, writeReport } from "./report.ts";
 
 hideKafkajsTimeoutWarning();
 
@@ -64,6 +64,8 @@ const P = smoke
     port: 18089,
   };
 const CONNECTIONS = 32;
+/** The spread scenario again with few clients, as a small deployment has. */
+const FEW_CONNECTIONS = 8;
 const THREADS = 2;
 const runId = Date.now().toString(36);
 const dbName = smoke ? "mini_wallet_bench_smoke" : "mini_wallet_bench";
@@ -205,14 +207,21 @@ async function checkpoint() {
   if (!out.success) throw new Error(`CHECKPOINT failed: ${new TextDecoder().decode(out.stderr)}`);
 }
 
-async function wrkRun(label: string, url: string, script: string, tokensFile: string, service: Child | null) {
+async function wrkRun(
+  label: string,
+  url: string,
+  script: string,
+  tokensFile: string,
+  service: Child | null,
+  connections = CONNECTIONS,
+) {
   const env = {
     BENCH_TOKENS: tokensFile,
     BENCH_DIR: benchDir,
     BENCH_RUN_ID: runId,
     BENCH_PHASE: label.replace(/\W+/g, ""),
   };
-  const common = { url, script: join(benchDir, script), threads: THREADS, connections: CONNECTIONS, env };
+  const common = { url, script: join(benchDir, script), threads: THREADS, connections, env };
   await checkpoint();
   if (P.warmup > 0) {
     log(`${label}: warm-up ${P.warmup}s`);
@@ -222,7 +231,7 @@ async function wrkRun(label: string, url: string, script: string, tokensFile: st
       env: { ...env, BENCH_PHASE: `${env.BENCH_PHASE}w` },
     });
   }
-  log(`${label}: wrk -t${THREADS} -c${CONNECTIONS} for ${SLICE_SECONDS}s...`);
+  log(`${label}: wrk -t${THREADS} -c${connections} for ${SLICE_SECONDS}s...`);
   const result = await measured(
     label,
     SLICE_SECONDS,
@@ -234,18 +243,23 @@ async function wrkRun(label: string, url: string, script: string, tokensFile: st
   return result;
 }
 
-async function pgbenchRun(label: string, script: string, wallets: number, logDir: string, sql: postgres.Sql) {
+async function pgbenchRun(
+  label: string,
+  script: string,
+  options: { wallets: number; logDir: string; sql: postgres.Sql; clients: number },
+) {
+  const { wallets, logDir, sql, clients } = options;
   const common = {
     script: join(benchDir, script),
     database: pgbenchDbName,
-    clients: CONNECTIONS,
+    clients,
     threads: THREADS,
     wallets,
     logDir,
   };
   await checkpoint();
   if (P.warmup > 0) await pgbench(`${label} warm-up`, { ...common, seconds: P.warmup, log: false });
-  log(`${label}: pgbench -c${CONNECTIONS} -j${THREADS} for ${SLICE_SECONDS}s...`);
+  log(`${label}: pgbench -c${clients} -j${THREADS} for ${SLICE_SECONDS}s...`);
   const written = async () => Number((await sql`SELECT count(*)::int AS n FROM wallet_transactions`)[0].n);
   const before = await written();
   const result = await measured(
@@ -391,14 +405,43 @@ async function main(): Promise<BenchReport> {
 
     // 2. and 3. deposits: pgbench on its own database and the service in turns. Before each pgbench run the
     // service's pipeline has caught up, so the idle service takes nothing from it.
-    const baselineRun = (label: string, script: string, wallets: number) => async (slice: string) => {
-      await waitForDrain(sql, 120_000);
-      return await pgbenchRun(`${label}${slice}`, script, wallets, tmp, pgbenchSql);
-    };
+    const baselineRun =
+      (label: string, script: string, wallets: number, clients = CONNECTIONS) => async (slice: string) => {
+        await waitForDrain(sql, 120_000);
+        return await pgbenchRun(`${label}${slice}`, script, {
+          wallets,
+          logDir: tmp,
+          sql: pgbenchSql,
+          clients,
+        });
+      };
     const [spreadPlain, spreadProject, spread] = await interleaved([
       baselineRun("2. spread: pgbench plain SQL", "pgbench_plain.sql", P.wallets),
       baselineRun("2. spread: pgbench project SQL", "pgbench_project.sql", P.wallets),
       (slice) => wrkRun(`2. spread deposits (service)${slice}`, baseUrl, "deposit.lua", tokensAll, service),
+    ]);
+    const [spreadFewPlain, spreadFewProject, spreadFew] = await interleaved([
+      baselineRun(
+        "2. spread, few clients: pgbench plain SQL",
+        "pgbench_plain.sql",
+        P.wallets,
+        FEW_CONNECTIONS,
+      ),
+      baselineRun(
+        "2. spread, few clients: pgbench project SQL",
+        "pgbench_project.sql",
+        P.wallets,
+        FEW_CONNECTIONS,
+      ),
+      (slice) =>
+        wrkRun(
+          `2. spread deposits, few clients (service)${slice}`,
+          baseUrl,
+          "deposit.lua",
+          tokensAll,
+          service,
+          FEW_CONNECTIONS,
+        ),
     ]);
     const [hotPlain, hotProject, hot] = await interleaved([
       baselineRun("3. hot: pgbench plain SQL", "pgbench_plain.sql", 1),
@@ -508,6 +551,7 @@ async function main(): Promise<BenchReport> {
       versions,
       settings: {
         connections: CONNECTIONS,
+        fewConnections: FEW_CONNECTIONS,
         threads: THREADS,
         seconds: P.seconds,
         rounds: ROUNDS,
@@ -521,6 +565,9 @@ async function main(): Promise<BenchReport> {
       spread,
       spreadPlain,
       spreadProject,
+      spreadFew,
+      spreadFewPlain,
+      spreadFewProject,
       hot,
       hotPlain,
       hotProject,
@@ -786,11 +833,7 @@ let exitCode = 0;
 try {
   const report = await main();
   Deno.mkdirSync(join(reportPath, ".."), { recursive: true });
-  let previous: string | null = null;
-  try {
-    previous = Deno.readTextFileSync(reportPath);
-  } catch { /* first run */ }
-  Deno.writeTextFileSync(reportPath, writeReport(report, keptAnalysis(previous)));
+  Deno.writeTextFileSync(reportPath, writeReport(report));
   // The report is committed: keep it as `deno fmt` wants it, so the project's fmt check stays clean.
   await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", reportPath], stdout: "null" }).output();
   log(`report written to ${reportPath} (${report.durationSeconds.toFixed(0)}s)`);
