@@ -493,6 +493,13 @@ const otherWallets = summary(
   samples.filter((s) => s.phase === lockPhase && s.kind === "write" && s.walletIndex !== 0),
 );
 
+/** Requests slower than 2 s, by phase, kind and status: where a bound was nearly reached. */
+const slow = new Map<string, number>();
+for (const sample of samples.filter((x) => x.ms > 2000)) {
+  const key = `${sample.phase}: ${sample.kind} ${sample.status}`;
+  slow.set(key, (slow.get(key) ?? 0) + 1);
+}
+
 const report = [
   "# Chaos run",
   "",
@@ -518,6 +525,10 @@ const report = [
   `p99 ${ms(otherWallets.p99)} ms, max ${ms(otherWallets.max)} ms (${otherWallets.requests} requests).`,
   "",
   "No answer means the connection was lost (the API process was killed): the client retried on the other one.",
+  "",
+  "Requests slower than 2 s (phase: kind status, count):",
+  "",
+  ...(slow.size ? [...slow].map(([key, count]) => `- ${key}: ${count}`) : ["- none"]),
   "",
   "## Checked",
   "",
