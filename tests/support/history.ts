@@ -8,12 +8,14 @@ import { centsToNumber } from "../../src/wallet/money.ts";
 /**
  * Add `count` transactions to a wallet in one statement. Reference ids `seed-000000001`, ... sort in insertion
  * order; amounts vary over whole and fractional values (the first is the largest allowed), every third is a
- * withdrawal, every seventh failed, and times carry microseconds (the JSON shows milliseconds).
+ * withdrawal, every seventh failed, and times carry microseconds (the JSON shows milliseconds). Ids are the
+ * wallet id's first 24 characters and a counter: unique, and every index grows at its end (random ids made a
+ * 200,000-row insert take 2.2 times as long).
  */
 export async function seedHistory(sql: Sql, walletId: string, count: number): Promise<void> {
   await sql`
     INSERT INTO wallet_transactions (id, wallet_id, type, status, amount, reference_id, balance_after, created_at)
-    SELECT gen_random_uuid(), ${walletId}::uuid,
+    SELECT (left(${walletId}, 24) || lpad(to_hex(g), 12, '0'))::uuid, ${walletId}::uuid,
       CASE WHEN g % 3 = 0 THEN 'withdrawal' ELSE 'deposit' END,
       CASE WHEN g % 7 = 0 THEN 'failed' ELSE 'success' END,
       CASE WHEN g = 1 THEN 100000000000000 ELSE 1 + (g::bigint * 7919) % 100000000 END,
