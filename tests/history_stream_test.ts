@@ -77,12 +77,15 @@ async function readAll(response: Response): Promise<{ text: string; chunks: numb
   return { text: text + decoder.decode(), chunks };
 }
 
-/** The settings of the pool's connection: the stream's transaction must be over, its timeout back. */
+/** The settings of the pool's connection: the stream's transaction must be over, its SET LOCALs gone. */
 async function connectionSettings(target: Harness) {
   const [row] = await settles(
-    target.sql<{ read_only: string; statement_timeout: string }[]>`
+    target.sql<
+      { read_only: string; statement_timeout: string; plan_cache_mode: string; enable_sort: string }[]
+    >`
       SELECT current_setting('transaction_read_only') AS read_only,
-        current_setting('statement_timeout') AS statement_timeout`,
+        current_setting('statement_timeout') AS statement_timeout,
+        current_setting('plan_cache_mode') AS plan_cache_mode, current_setting('enable_sort') AS enable_sort`,
     "a query on the pool",
   );
   return row;
@@ -193,6 +196,7 @@ describe("GET /api/v1/wallet/transactions without limit", () => {
     // The pool's only connection answers again: the cursor is closed and its transaction over.
     assert.deepEqual(await connectionSettings(single), before);
     assert.equal(before.read_only, "off");
+    assert.equal(before.enable_sort, "on");
   });
 
   it("refuses a stream with 503 while every slot is taken; short histories are still answered", async () => {

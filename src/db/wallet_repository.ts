@@ -370,13 +370,17 @@ function toHistoryEntry(row: HistoryRow): HistoryEntry {
  * only when the reader asks for it (cursor_batches.ts). One statement, so one snapshot: rows committed while
  * it is read are not in it. Only the columns the history shows are read (the driver parses every column).
  *
- * The cursor runs in a read-only transaction of its own connection, for `timeoutMs` at most: PostgreSQL
- * counts `statement_timeout` from a cursor's first batch to its last (measured on 15: a 1 s timeout ended a
- * cursor read in 300 ms pauses after 4 batches), so the service's per-statement bound would cut long
- * histories, and `SET LOCAL` replaces it for this transaction only. `idle_in_transaction_session_timeout`
- * does not apply while a cursor waits between batches (no ReadyForQuery is sent): the caller bounds that.
- *
- * Plan: the index on (wallet_id, seq) gives the rows in order, no sort (docs/history_streaming.md).
+ * The cursor runs in a read-only transaction, whose SET LOCALs end with it:
+ * - `statement_timeout` is the stream's bound: PostgreSQL counts it from a cursor's first batch to its last
+ *   (measured on 15: a 1 s timeout ended a cursor read in 300 ms pauses after 4 batches), so the service's
+ *   per-statement bound would cut long histories. `idle_in_transaction_session_timeout` does not apply while
+ *   a cursor waits between batches (no ReadyForQuery is sent; a 2.5 s pause passed a 1 s timeout): the caller
+ *   bounds that.
+ * - The rows come from an index in `seq` order, never from a sort: a sort reads the whole history before the
+ *   first row. `plan_cache_mode`: a generic plan of this prepared statement, made for an average wallet,
+ *   was a bitmap scan and a sort of every row; `enable_sort` off: the plan is an index scan in order,
+ *   `wallet_transactions_history` (wallet_id, seq) for a wallet that is a small part of the table, the primary
+ *   key filtered by wallet for one that is most of it (docs/history_streaming.md).
  */
 export function openHistory(
   sql: Sql,
@@ -386,7 +390,9 @@ export function openHistory(
   return cursorBatches<HistoryEntry>(
     (onBatch) =>
       sql.begin("read only", async (tx) => {
-        await tx`SELECT set_config('statement_timeout', ${String(options.timeoutMs)}, true)`;
+        await tx`
+          SELECT set_config('statement_timeout', ${String(options.timeoutMs)}, true),
+            set_config('plan_cache_mode', 'force_custom_plan', true), set_config('enable_sort', 'off', true)`;
         await tx<HistoryRow[]>`
           SELECT id, type, status, amount, reference_id, created_at
           FROM wallet_transactions WHERE wallet_id = ${walletId} ORDER BY seq`
