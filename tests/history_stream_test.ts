@@ -305,6 +305,6 @@ describe("GET /api/v1/wallet/transactions without limit", () => {
       required: ["status", "data"],
     });
     assert.deepEqual(operation.parameters.map((p: any) => p.name), ["limit", "cursor"]);
-    assert.deepEqual(Object.keys(operation.responses), ["200", "400", "401", "404", "500"]);
+    assert.deepEqual(Object.keys(operation.responses), ["200", "400", "401", "404", "500", "503"]);
   });
 });
