@@ -227,6 +227,34 @@ describe("GET /api/v1/wallet/transactions without limit", () => {
     assert.deepEqual(one.histories.stats(), { active: 0, sent: 1, cancelled: 1, aborted: 0, refused: 1 });
   });
 
+  it("answers 503 when the first batch misses the request deadline; the cursor gives up its wait", async () => {
+    const slow = harness({ poolSize: 2, requestTimeoutMs: 300, history: { batchRows: 100 } });
+    const { token } = await walletWithHistory(slow, 500);
+    // Another session holds the ledger table (as DDL would): the cursor's first batch waits for it.
+    const locker = await slow.sql.reserve();
+    try {
+      await locker`BEGIN`;
+      await locker`LOCK TABLE wallet_transactions IN ACCESS EXCLUSIVE MODE`;
+      const res = await settles(
+        call(slow.app, "GET", "/api/v1/wallet/transactions", { token }),
+        "the answer at the deadline",
+      );
+      assert.equal(res.status, 503);
+      assert.equal(res.body.status, "error");
+      assert.equal(res.headers.get("retry-after"), "1");
+      // Still locked, yet the pool's other connection is free again: the cursor's lock_timeout (the rest of
+      // the request's deadline) ended its wait and its transaction.
+      assert.equal((await connectionSettings(slow)).read_only, "off");
+    } finally {
+      await locker`ROLLBACK`;
+      locker.release();
+    }
+    assert.equal(slow.histories.stats().active, 0);
+    const after = await history(slow.app, token);
+    assert.equal(after.status, 200);
+    assert.equal(JSON.parse((await readAll(after)).text).data.transactions.length, 500);
+  });
+
   it("cuts off a client that takes no data: the body errors instead of ending, the connection is freed", async () => {
     const stalling = harness({ poolSize: 1, history: { batchRows: 100, stallMs: 100 } });
     const { token } = await walletWithHistory(stalling, 5_000);

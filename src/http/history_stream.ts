@@ -125,7 +125,9 @@ export class HistoryStreams {
         rows += batch.length;
       }
     } catch (error) {
-      await reader.close();
+      // Not awaited: a cursor still waiting for its first batch (e.g. behind a lock) ends only when that wait
+      // does, and the answer must not wait for it.
+      void reader.close();
       throw error;
     }
     if (this.#stats.active >= maxStreams) {

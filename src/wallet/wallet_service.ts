@@ -281,7 +281,7 @@ export class WalletService {
     const wallet = await deadline.guard(findWallet(this.#sql, walletId));
     if (!wallet) throw new WalletRefusedError("wallet_not_found");
     if (wallet.status !== "enabled") throw new WalletRefusedError("wallet_disabled");
-    const reader = openHistory(this.#sql, walletId, options);
+    const reader = openHistory(this.#sql, walletId, { ...options, lockTimeoutMs: deadline.remaining() });
     let first = true;
     return {
       next() {
