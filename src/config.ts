@@ -133,7 +133,8 @@ const toolConfigSchema = z.object({
   // GET /api/v1/wallet/transactions without limit streams the whole history from a cursor
   // (src/http/history_stream.ts): streams at once per process (each holds a database connection; more get 503),
   // how long a client may take no data, and the longest a stream may last.
-  HISTORY_STREAMS_MAX: positiveInt("HISTORY_STREAMS_MAX").max(1000).default(4),
+  // Unset: 4, or fewer when the pool is small (src/http/history_stream.ts defaultMaxStreams).
+  HISTORY_STREAMS_MAX: positiveInt("HISTORY_STREAMS_MAX").max(1000).optional(),
   HISTORY_STREAM_STALL_MS: positiveInt("HISTORY_STREAM_STALL_MS").default(10_000),
   HISTORY_STREAM_MAX_MS: positiveInt("HISTORY_STREAM_MAX_MS").default(600_000),
   METRICS_LOG_INTERVAL_MS: z.coerce.number({ error: "METRICS_LOG_INTERVAL_MS must be a whole number" }).int()
@@ -154,7 +155,7 @@ const configSchema = toolConfigSchema.extend({
   JWT_SECRET: z.string({ error: `JWT_SECRET is required: ${GENERATE_SECRET}` })
     .min(32, `JWT_SECRET must be at least 32 characters: ${GENERATE_SECRET}`),
 }).superRefine((cfg, ctx) => {
-  if (cfg.HISTORY_STREAMS_MAX >= cfg.DATABASE_POOL_SIZE) {
+  if (cfg.HISTORY_STREAMS_MAX !== undefined && cfg.HISTORY_STREAMS_MAX >= cfg.DATABASE_POOL_SIZE) {
     ctx.addIssue({
       code: "custom",
       path: ["HISTORY_STREAMS_MAX"],

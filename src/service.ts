@@ -84,12 +84,13 @@ export async function startService(
   let wallets: WalletService | null = null;
   let histories: HistoryStreams | null = null;
   if (roles.has("api")) {
-    const [{ createApp }, { createTokenService }, { WalletService }, { HistoryStreams }] = await Promise.all([
-      import("./app.ts"),
-      import("./auth/tokens.ts"),
-      import("./wallet/wallet_service.ts"),
-      import("./http/history_stream.ts"),
-    ]);
+    const [{ createApp }, { createTokenService }, { WalletService }, { HistoryStreams, defaultMaxStreams }] =
+      await Promise.all([
+        import("./app.ts"),
+        import("./auth/tokens.ts"),
+        import("./wallet/wallet_service.ts"),
+        import("./http/history_stream.ts"),
+      ]);
     const wakeRelay = relay
       ? () => relay.wake()
       : options.wakeRelay ?? (await import("../outbox/outbox_hint.ts")).createOutboxHint(sql, log);
@@ -112,7 +113,7 @@ export async function startService(
     });
     const tokens = createTokenService({ secret: config.JWT_SECRET, ttlSeconds: config.TOKEN_TTL_SECONDS });
     histories = new HistoryStreams({
-      maxStreams: config.HISTORY_STREAMS_MAX,
+      maxStreams: config.HISTORY_STREAMS_MAX ?? defaultMaxStreams(config.DATABASE_POOL_SIZE),
       stallMs: config.HISTORY_STREAM_STALL_MS,
       maxMs: config.HISTORY_STREAM_MAX_MS,
       log,

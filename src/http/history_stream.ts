@@ -45,6 +45,11 @@ export const HISTORY_STREAM_DEFAULTS: HistoryStreamOptions = {
   batchRows: 500,
 };
 
+/** Streams at once when HISTORY_STREAMS_MAX is unset: 4, but always leaving the pool a connection for the rest. */
+export function defaultMaxStreams(poolSize: number): number {
+  return Math.max(1, Math.min(HISTORY_STREAM_DEFAULTS.maxStreams, poolSize - 1));
+}
+
 /** The 503 message when every stream slot is taken. */
 export const HISTORY_BUSY_MESSAGE =
   "Too many full histories are being sent right now; retry shortly, or read it in pages with limit.";
