@@ -376,7 +376,7 @@ function toHistoryEntry(row: HistoryRow): HistoryEntry {
  *   per-statement bound would cut long histories. `idle_in_transaction_session_timeout` does not apply while
  *   a cursor waits between batches (no ReadyForQuery is sent; a 2.5 s pause passed a 1 s timeout): the caller
  *   bounds that.
- * - `lock_timeout` is `lockTimeoutMs` (the rest of the request's deadline; absent: no bound): a cursor blocked
+ * - `lock_timeout` is `lockTimeoutMs` (the rest of the request's deadline; absent: the pool's): a cursor blocked
  *   behind a lock on the ledger (DDL, VACUUM FULL) gives up with its request instead of holding a connection.
  * - The rows come from an index in `seq` order, never from a sort: a sort reads the whole history before the
  *   first row. `plan_cache_mode`: a generic plan of this prepared statement, made for an average wallet,
@@ -389,16 +389,16 @@ export function openHistory(
   walletId: string,
   options: { batchRows: number; timeoutMs: number; lockTimeoutMs?: number },
 ): BatchReader<HistoryEntry> {
-  // At least 1 ms: 0 would mean no bound.
+  // At least 1 ms (0 would mean no bound); none given: the connection's own lock_timeout stays.
   const lockTimeout = options.lockTimeoutMs === undefined
-    ? "0"
+    ? null
     : String(Math.max(1, Math.ceil(options.lockTimeoutMs)));
   return cursorBatches<HistoryEntry>(
     (onBatch) =>
       sql.begin("read only", async (tx) => {
         await tx`
           SELECT set_config('statement_timeout', ${String(options.timeoutMs)}, true),
-            set_config('lock_timeout', ${lockTimeout}, true),
+            set_config('lock_timeout', coalesce(${lockTimeout}::text, current_setting('lock_timeout')), true),
             set_config('plan_cache_mode', 'force_custom_plan', true), set_config('enable_sort', 'off', true)`;
         await tx<HistoryRow[]>`
           SELECT id, type, status, amount, reference_id, created_at

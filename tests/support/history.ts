@@ -13,16 +13,20 @@ import { centsToNumber } from "../../src/wallet/money.ts";
  * 200,000-row insert take 2.2 times as long).
  */
 export async function seedHistory(sql: Sql, walletId: string, count: number): Promise<void> {
-  await sql`
-    INSERT INTO wallet_transactions (id, wallet_id, type, status, amount, reference_id, balance_after, created_at)
-    SELECT (left(${walletId}, 24) || lpad(to_hex(g), 12, '0'))::uuid, ${walletId}::uuid,
-      CASE WHEN g % 3 = 0 THEN 'withdrawal' ELSE 'deposit' END,
-      CASE WHEN g % 7 = 0 THEN 'failed' ELSE 'success' END,
-      CASE WHEN g = 1 THEN 100000000000000 ELSE 1 + (g::bigint * 7919) % 100000000 END,
-      'seed-' || lpad(g::text, 9, '0'),
-      g,
-      timestamptz '2026-01-01 00:00:00+00' + g * interval '1234.567 microseconds'
-    FROM generate_series(1, ${count}::int) AS g`;
+  await sql.begin(async (tx) => {
+    // A million rows take longer than the pool's statement_timeout.
+    await tx`SELECT set_config('statement_timeout', '0', true)`;
+    await tx`
+      INSERT INTO wallet_transactions (id, wallet_id, type, status, amount, reference_id, balance_after, created_at)
+      SELECT (left(${walletId}, 24) || lpad(to_hex(g), 12, '0'))::uuid, ${walletId}::uuid,
+        CASE WHEN g % 3 = 0 THEN 'withdrawal' ELSE 'deposit' END,
+        CASE WHEN g % 7 = 0 THEN 'failed' ELSE 'success' END,
+        CASE WHEN g = 1 THEN 100000000000000 ELSE 1 + (g::bigint * 7919) % 100000000 END,
+        'seed-' || lpad(g::text, 9, '0'),
+        g,
+        timestamptz '2026-01-01 00:00:00+00' + g * interval '1234.567 microseconds'
+      FROM generate_series(1, ${count}::int) AS g`;
+  });
 }
 
 /**
