@@ -6,6 +6,7 @@ import { OpenAPIHono } from "@hono/zod-openapi";
 import type { TokenService } from "./auth/tokens.ts";
 import type { Logger } from "./log.ts";
 import type { WalletService } from "./wallet/wallet_service.ts";
+import { HistoryStreams } from "./http/history_stream.ts";
 import { errorHandler, notFoundHandler } from "./http/errors.ts";
 import { validationHook } from "./http/validation_hook.ts";
 import { initRoutes } from "./http/routes/init_routes.ts";
@@ -16,13 +17,18 @@ export interface AppDeps {
   wallets: WalletService;
   tokens: TokenService;
   log: Logger;
+  /** Sends whole histories (GET /api/v1/wallet/transactions without limit); defaults when absent. */
+  histories?: HistoryStreams;
 }
 
 /** Compose the whole HTTP application. */
 export function createApp(deps: AppDeps) {
   const api = new OpenAPIHono({ defaultHook: validationHook })
     .route("/", initRoutes(deps))
-    .route("/", walletRoutes(deps));
+    .route(
+      "/",
+      walletRoutes({ ...deps, histories: deps.histories ?? new HistoryStreams({ log: deps.log }) }),
+    );
 
   const app = new OpenAPIHono({ defaultHook: validationHook });
   app.get("/health", (c) => c.json({ status: "ok" }));

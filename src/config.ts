@@ -130,6 +130,13 @@ const toolConfigSchema = z.object({
   // Transactions that wait for a wallet row another session holds (each holds a connection); batches never
   // wait for such a row, they write the other wallets and hand that wallet's requests to one of these.
   WRITE_LOCK_WAITERS: positiveInt("WRITE_LOCK_WAITERS").max(100).default(4),
+  // GET /api/v1/wallet/transactions without limit streams the whole history from a cursor
+  // (src/http/history_stream.ts): streams at once per process (each holds a database connection; more get 503),
+  // how long a client may take no data, and the longest a stream may last.
+  // Unset: 4, or fewer when the pool is small (src/http/history_stream.ts defaultMaxStreams).
+  HISTORY_STREAMS_MAX: positiveInt("HISTORY_STREAMS_MAX").max(1000).optional(),
+  HISTORY_STREAM_STALL_MS: positiveInt("HISTORY_STREAM_STALL_MS").default(10_000),
+  HISTORY_STREAM_MAX_MS: positiveInt("HISTORY_STREAM_MAX_MS").default(600_000),
   METRICS_LOG_INTERVAL_MS: z.coerce.number({ error: "METRICS_LOG_INTERVAL_MS must be a whole number" }).int()
     .min(0).default(60_000),
   RELAY_BATCH_SIZE: positiveInt("RELAY_BATCH_SIZE").max(10000).default(1000),
@@ -148,6 +155,13 @@ const configSchema = toolConfigSchema.extend({
   JWT_SECRET: z.string({ error: `JWT_SECRET is required: ${GENERATE_SECRET}` })
     .min(32, `JWT_SECRET must be at least 32 characters: ${GENERATE_SECRET}`),
 }).superRefine((cfg, ctx) => {
+  if (cfg.HISTORY_STREAMS_MAX !== undefined && cfg.HISTORY_STREAMS_MAX >= cfg.DATABASE_POOL_SIZE) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["HISTORY_STREAMS_MAX"],
+      message: "HISTORY_STREAMS_MAX must be less than DATABASE_POOL_SIZE (each stream holds a connection)",
+    });
+  }
   const problem = jwtSecretProblem(cfg.JWT_SECRET, cfg.APP_ENV);
   if (problem) {
     ctx.addIssue({ code: "custom", path: ["JWT_SECRET"], message: `${problem}: ${GENERATE_SECRET}` });

@@ -13,6 +13,7 @@ import type { NearCacheStats } from "./cache/near_cache.ts";
 import { openCache } from "./cache/open_cache.ts";
 import { createSql, dbTimeouts } from "./db/client.ts";
 import type { WalletService } from "./wallet/wallet_service.ts";
+import type { HistoryStreams } from "./http/history_stream.ts";
 import { PipelineMetrics } from "../outbox/metrics.ts";
 
 export interface RunningService {
@@ -81,12 +82,15 @@ export async function startService(
 
   let port: number | null = null;
   let wallets: WalletService | null = null;
+  let histories: HistoryStreams | null = null;
   if (roles.has("api")) {
-    const [{ createApp }, { createTokenService }, { WalletService }] = await Promise.all([
-      import("./app.ts"),
-      import("./auth/tokens.ts"),
-      import("./wallet/wallet_service.ts"),
-    ]);
+    const [{ createApp }, { createTokenService }, { WalletService }, { HistoryStreams, defaultMaxStreams }] =
+      await Promise.all([
+        import("./app.ts"),
+        import("./auth/tokens.ts"),
+        import("./wallet/wallet_service.ts"),
+        import("./http/history_stream.ts"),
+      ]);
     const wakeRelay = relay
       ? () => relay.wake()
       : options.wakeRelay ?? (await import("../outbox/outbox_hint.ts")).createOutboxHint(sql, log);
@@ -108,7 +112,13 @@ export async function startService(
       onOutboxWritten: wakeRelay,
     });
     const tokens = createTokenService({ secret: config.JWT_SECRET, ttlSeconds: config.TOKEN_TTL_SECONDS });
-    const app = createApp({ wallets, tokens, log });
+    histories = new HistoryStreams({
+      maxStreams: config.HISTORY_STREAMS_MAX ?? defaultMaxStreams(config.DATABASE_POOL_SIZE),
+      stallMs: config.HISTORY_STREAM_STALL_MS,
+      maxMs: config.HISTORY_STREAM_MAX_MS,
+      log,
+    });
+    const app = createApp({ wallets, tokens, log, histories });
     const server = Deno.serve({
       port: config.PORT,
       hostname: config.HOST,
@@ -131,6 +141,7 @@ export async function startService(
           nearCache: near?.stats(),
           balanceCache: cache.stats(),
           walletWrites: wallets?.writeStats(),
+          historyStreams: histories?.stats(),
         }),
       config.METRICS_LOG_INTERVAL_MS,
     );

@@ -7,6 +7,7 @@ import {
   PUBLIC_JWT_SECRETS,
   TEST_JWT_SECRET,
 } from "../src/config.ts";
+import { defaultMaxStreams } from "../src/http/history_stream.ts";
 
 /** A secret of the shape an operator would generate (never a fixed one: the test must not publish a secret). */
 const SECRET = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(48))));
@@ -98,6 +99,12 @@ describe("parseConfig", () => {
     assertOneProblem({ DB_STATEMENT_TIMEOUT_MS: "-1" }, "DB_STATEMENT_TIMEOUT_MS");
     assertOneProblem({ DB_LOCK_TIMEOUT_MS: "1.5" }, "DB_LOCK_TIMEOUT_MS");
     assertOneProblem({ DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: "soon" }, "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS");
+  });
+  it("rejects HISTORY_STREAMS_MAX not below DATABASE_POOL_SIZE (each stream holds a connection)", () =>
+    assertOneProblem({ HISTORY_STREAMS_MAX: "5", DATABASE_POOL_SIZE: "5" }, "HISTORY_STREAMS_MAX"));
+  it("leaves HISTORY_STREAMS_MAX unset to a default that fits the pool", () => {
+    assert.equal(parseConfig({ DATABASE_POOL_SIZE: "2", JWT_SECRET: SECRET }).HISTORY_STREAMS_MAX, undefined);
+    assert.deepEqual([1, 2, 3, 5, 20].map(defaultMaxStreams), [1, 1, 2, 4, 4]);
   });
   it("lists every bad field at once", () => {
     const problems = problemsOf({ PORT: "x", REDIS_URL: "nope", LOG_LEVEL: "loud", ROLES: "boss" });

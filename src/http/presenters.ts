@@ -1,6 +1,6 @@
 /** Turns wallet-domain values into the contract's response fields (snake_case, JSON numbers, ISO times). */
 import { centsToNumber } from "../wallet/money.ts";
-import type { Wallet, WalletTransaction } from "../wallet/wallet_rules.ts";
+import type { HistoryEntry, Wallet, WalletTransaction } from "../wallet/wallet_rules.ts";
 import type { WalletView } from "../wallet/wallet_service.ts";
 
 /** Exact decimal text -> JSON number (the shortest text of that double is the same decimal). */
@@ -38,7 +38,7 @@ export function presentDisabledWallet(wallet: Wallet) {
   };
 }
 
-export function presentTransaction(transaction: WalletTransaction) {
+export function presentTransaction(transaction: HistoryEntry) {
   return {
     id: transaction.id,
     status: transaction.status,

@@ -35,6 +35,12 @@ export interface WalletTransaction {
   createdAt: Date;
 }
 
+/** What a wallet's history shows of each transaction. */
+export type HistoryEntry = Pick<
+  WalletTransaction,
+  "id" | "type" | "status" | "amount" | "referenceId" | "createdAt"
+>;
+
 /** One deposit or withdrawal request, already validated. */
 export interface MoneyRequest {
   type: TransactionType;

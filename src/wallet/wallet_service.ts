@@ -12,12 +12,14 @@ import {
   findWallets,
   listTransactions,
   lockWallets,
+  openHistory,
   setLocalLockTimeout,
   upsertWalletForCustomer,
   type WalletChange,
   writeWalletChanges,
   writeWalletChangesIfCurrent,
 } from "../db/wallet_repository.ts";
+import type { BatchReader } from "../db/cursor_batches.ts";
 import type { BalanceCache, CachedWallet } from "../cache/balance_cache.ts";
 import { DEFAULT_LEASE_MS } from "../cache/near_cache.ts";
 import { RedisUnavailableError } from "../cache/redis_breaker.ts";
@@ -32,6 +34,7 @@ import {
   decideDisable,
   decideEnable,
   decideMoneyRequests,
+  type HistoryEntry,
   type MoneyDecision,
   type MoneyOutcome,
   type MoneyRequest,
@@ -263,6 +266,31 @@ export class WalletService {
       limit: page.limit,
     }));
     return { transactions: result.transactions, nextCursor: result.hasMore ? result.lastSeq : null };
+  }
+
+  /**
+   * The wallet's whole history, oldest first, read from a cursor one batch at a time (see openHistory): the
+   * caller reads it at its own pace and must close it. The request deadline covers the wallet check and the
+   * first batch (the answer's first bytes); the rest is bounded by `timeoutMs` and the caller.
+   */
+  async history(
+    walletId: string,
+    options: { batchRows: number; timeoutMs: number },
+  ): Promise<BatchReader<HistoryEntry>> {
+    const deadline = this.#deadline();
+    const wallet = await deadline.guard(findWallet(this.#sql, walletId));
+    if (!wallet) throw new WalletRefusedError("wallet_not_found");
+    if (wallet.status !== "enabled") throw new WalletRefusedError("wallet_disabled");
+    const reader = openHistory(this.#sql, walletId, { ...options, lockTimeoutMs: deadline.remaining() });
+    let first = true;
+    return {
+      next() {
+        if (!first) return reader.next();
+        first = false;
+        return deadline.guard(reader.next());
+      },
+      close: () => reader.close(),
+    };
   }
 
   async #money(walletId: string, request: MoneyRequest): Promise<WalletTransaction> {

@@ -10,6 +10,7 @@ import type { NearCache } from "../../src/cache/near_cache.ts";
 import { openCache } from "../../src/cache/open_cache.ts";
 import { createSql, type Sql } from "../../src/db/client.ts";
 import { createLogger } from "../../src/log.ts";
+import { type HistoryStreamOptions, HistoryStreams } from "../../src/http/history_stream.ts";
 import { WalletService } from "../../src/wallet/wallet_service.ts";
 import type { Redis } from "ioredis";
 
@@ -29,6 +30,7 @@ export interface Harness {
   near: NearCache<CachedWallet> | null;
   tokens: TokenService;
   wallets: WalletService;
+  histories: HistoryStreams;
   app: ReturnType<typeof createApp>;
   close(): Promise<void>;
 }
@@ -51,6 +53,7 @@ export function createHarness(
     /** Redis command timeout (ms); the fault tests use the service's default. */
     commandTimeoutMs?: number;
     applicationName?: string;
+    history?: Partial<HistoryStreamOptions>;
   } = {},
 ): Harness {
   const sql = createSql(config.DATABASE_URL, {
@@ -82,7 +85,8 @@ export function createHarness(
     batching: options.maxQueued === undefined ? undefined : { maxQueued: options.maxQueued },
     lockWaiters: options.lockWaiters,
   });
-  const app = createApp({ wallets, tokens, log });
+  const histories = new HistoryStreams({ ...options.history, log });
+  const app = createApp({ wallets, tokens, log, histories });
   return {
     sql,
     redis,
@@ -90,6 +94,7 @@ export function createHarness(
     near,
     tokens,
     wallets,
+    histories,
     app,
     async close() {
       opened.close();

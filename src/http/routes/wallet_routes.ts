@@ -5,6 +5,7 @@ import type { TokenService } from "../../auth/tokens.ts";
 import { parseAmount } from "../../wallet/money.ts";
 import type { WalletService, WalletView } from "../../wallet/wallet_service.ts";
 import { type AuthEnv, requireToken } from "../auth.ts";
+import type { HistoryStreams } from "../history_stream.ts";
 import { successBody } from "../jsend.ts";
 import {
   presentDeposit,
@@ -56,6 +57,13 @@ const conflict = {
 const viewResponseSchema = successSchema(z.object({ wallet: enabledWalletSchema }));
 type ViewResponse = z.infer<typeof viewResponseSchema>;
 
+/** GET /api/v1/wallet/transactions's 200 body. */
+const transactionsResponseSchema = successSchema(z.object({
+  transactions: z.array(transactionSchema),
+  next_cursor: z.string().nullable().optional(),
+}));
+type TransactionsResponse = z.infer<typeof transactionsResponseSchema>;
+
 function walletRoutesDefinitions(auth: ReturnType<typeof requireToken>) {
   const enable = createRoute({
     method: "post",
@@ -105,14 +113,7 @@ function walletRoutesDefinitions(auth: ReturnType<typeof requireToken>) {
     middleware: [auth] as const,
     request: { query: transactionsQuerySchema },
     responses: {
-      200: json(
-        successSchema(z.object({
-          transactions: z.array(transactionSchema),
-          next_cursor: z.string().nullable().optional(),
-        })),
-        "The wallet's transactions",
-        transactionsExample,
-      ),
+      200: json(transactionsResponseSchema, "The wallet's transactions", transactionsExample),
       ...fieldErrors("limit"),
       ...unauthorized,
       ...walletDisabled,
@@ -206,9 +207,11 @@ function validAmount(value: number | string): bigint {
   return parsed.cents;
 }
 
-export function walletRoutes(deps: { wallets: WalletService; tokens: TokenService }) {
+export function walletRoutes(
+  deps: { wallets: WalletService; tokens: TokenService; histories: HistoryStreams },
+) {
   const routes = walletRoutesDefinitions(requireToken(deps.tokens));
-  const { wallets } = deps;
+  const { wallets, histories } = deps;
   return new OpenAPIHono<AuthEnv>({ defaultHook: validationHook })
     .openapi(routes.enable, async (c) => {
       const wallet = await wallets.enable(c.get("subject").walletId);
@@ -222,13 +225,20 @@ export function walletRoutes(deps: { wallets: WalletService; tokens: TokenServic
     })
     .openapi(routes.transactions, async (c) => {
       const query = c.req.valid("query");
-      const limit = query.limit === undefined ? null : Number(query.limit);
-      const page = await wallets.transactions(c.get("subject").walletId, {
-        limit,
+      const { walletId } = c.get("subject");
+      if (query.limit === undefined) {
+        // All of it, streamed from a cursor (history_stream.ts): the same JSON as c.json of the whole list, or
+        // a 503 JSend error while too many are being sent.
+        const response = await histories.respond(c, (cursor) => wallets.history(walletId, cursor), {
+          walletId,
+        });
+        return response as unknown as TypedResponse<TransactionsResponse, 200, "json">;
+      }
+      const page = await wallets.transactions(walletId, {
+        limit: Number(query.limit),
         after: query.cursor === undefined ? null : BigInt(query.cursor),
       });
       const transactions = page.transactions.map(presentTransaction);
-      if (limit === null) return c.json(successBody({ transactions }), 200);
       return c.json(successBody({ transactions, next_cursor: page.nextCursor?.toString() ?? null }), 200);
     })
     .openapi(routes.deposit, async (c) => {
