@@ -23,34 +23,35 @@ export interface JsonLimits {
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
 const COMMA = 0x2c;
-const OPEN_BRACE = 0x7b;
-const OPEN_BRACKET = 0x5b;
 const CLOSE_BRACE = 0x7d;
 const CLOSE_BRACKET = 0x5d;
+/** The characters that matter for the shape: found by the regex engine, far faster than a loop over the text. */
+const STRUCTURAL = /[{}[\]",]/g;
 
 /**
  * Check depth and number of values in one linear pass; strings are skipped with `indexOf`, so a long string
- * costs almost nothing. Syntax is left to `JSON.parse`: this only has to be right for valid JSON, and cheap
- * for anything.
+ * or number costs almost nothing. Syntax is left to `JSON.parse`: this only has to be right for valid JSON,
+ * and cheap for anything.
  */
 function checkShape(text: string, limits: JsonLimits): void {
   let depth = 0;
   let commas = 0;
-  for (let i = 0; i < text.length; i++) {
-    const code = text.charCodeAt(i);
+  const structural = new RegExp(STRUCTURAL); // its own lastIndex
+  for (let match = structural.exec(text); match !== null; match = structural.exec(text)) {
+    const code = text.charCodeAt(match.index);
     if (code === QUOTE) {
-      let end = text.indexOf('"', i + 1);
+      let end = text.indexOf('"', match.index + 1);
       while (end !== -1 && isEscaped(text, end)) end = text.indexOf('"', end + 1);
       if (end === -1) return; // unterminated: JSON.parse reports it
-      i = end;
-    } else if (code === OPEN_BRACE || code === OPEN_BRACKET) {
-      if (++depth > limits.maxDepth) {
-        throw new JsonBodyError(`Request body is nested too deeply: at most ${limits.maxDepth} levels.`);
-      }
+      structural.lastIndex = end + 1;
     } else if (code === CLOSE_BRACE || code === CLOSE_BRACKET) {
       depth--;
-    } else if (code === COMMA && ++commas >= limits.maxValues) {
-      throw new JsonBodyError(`Request body has too many values: at most ${limits.maxValues}.`);
+    } else if (code === COMMA) {
+      if (++commas >= limits.maxValues) {
+        throw new JsonBodyError(`Request body has too many values: at most ${limits.maxValues}.`);
+      }
+    } else if (++depth > limits.maxDepth) {
+      throw new JsonBodyError(`Request body is nested too deeply: at most ${limits.maxDepth} levels.`);
     }
   }
 }
