@@ -16,10 +16,25 @@ const ESSENCE = new RegExp(`^(${TOKEN})/(${TOKEN})`);
 // One `OWS ";" OWS [ parameter ]`, anchored where the previous one ended (sticky).
 const PARAMETER = new RegExp(`[\\t ]*;[\\t ]*(?:(${TOKEN})=(${TOKEN}|${QUOTED}))?`, "y");
 
+/**
+ * `value` without leading and trailing spaces and tabs. Headers strip them already; a value given some other
+ * way may still carry them. Not a regex: `/[\t ]+$/` tries every start of a long run of spaces (quadratic).
+ */
+function trimOws(value: string): string {
+  let start = 0;
+  let end = value.length;
+  while (start < end && isOws(value.charCodeAt(start))) start++;
+  while (end > start && isOws(value.charCodeAt(end - 1))) end--;
+  return value.slice(start, end);
+}
+
+function isOws(code: number): boolean {
+  return code === 0x20 || code === 0x09;
+}
+
 /** The media type of a `Content-Type` value, or null when it is not one (RFC 9110 syntax). */
 export function parseMediaType(value: string): MediaType | null {
-  // Headers strip leading and trailing whitespace already; a value given some other way may still carry it.
-  const text = value.replace(/^[\t ]+|[\t ]+$/g, "");
+  const text = trimOws(value);
   const essence = ESSENCE.exec(text);
   if (!essence) return null;
   const params = new Map<string, string>();

@@ -33,7 +33,7 @@ export function parseAmount(input: unknown): { cents: bigint } | { error: string
   const match = DECIMAL.exec(text);
   if (!match) return { error: AMOUNT_INVALID };
   const [, digits, fraction = ""] = match;
-  const significantFraction = fraction.replace(/0+$/, "");
+  const significantFraction = withoutTrailingZeros(fraction);
   if (significantFraction.length > 2) return { error: AMOUNT_INVALID };
   // Judged by length before BigInt (whose cost grows with the square of it): leading zeros are no value.
   const whole = digits.replace(/^0+/, "");
@@ -42,6 +42,16 @@ export function parseAmount(input: unknown): { cents: bigint } | { error: string
   if (cents <= 0n) return { error: AMOUNT_INVALID };
   if (cents > MAX_TRANSACTION_CENTS) return { error: AMOUNT_TOO_LARGE };
   return { cents };
+}
+
+/**
+ * `text` without its trailing zeros. Not `replace(/0+$/, "")`: on "000…01" the regex engine tries every start
+ * and every length (a 1 MiB amount ran for minutes).
+ */
+function withoutTrailingZeros(text: string): string {
+  let end = text.length;
+  while (end > 0 && text.charCodeAt(end - 1) === 0x30) end--;
+  return text.slice(0, end);
 }
 
 /** Decimal text of an amount in cents: 12345n -> "123.45", 500n -> "5". */
