@@ -12,6 +12,7 @@ import { validationHook } from "./http/validation_hook.ts";
 import { initRoutes } from "./http/routes/init_routes.ts";
 import { walletRoutes } from "./http/routes/wallet_routes.ts";
 import { docsRoutes } from "./http/routes/docs_routes.ts";
+import { apiAnswerHeaders, everyAnswerHeaders } from "./http/security_headers.ts";
 
 export interface AppDeps {
   wallets: WalletService;
@@ -31,6 +32,9 @@ export function createApp(deps: AppDeps) {
     );
 
   const app = new OpenAPIHono({ defaultHook: validationHook });
+  // Security headers (nosniff everywhere, no-store on the API): registered first, so they wrap every answer.
+  app.use(everyAnswerHeaders);
+  app.use("/api/*", apiAnswerHeaders);
   app.get("/health", (c) => c.json({ status: "ok" }));
   app.route("/", api);
   app.route("/", docsRoutes(api as unknown as OpenAPIHono<never>));

@@ -333,3 +333,213 @@ describe("unsupported, unparsable and oversized bodies", () => {
     assertFail(res, 400);
   });
 });
+
+describe("media types with parameters (RFC 9110)", () => {
+  it("every accepted media type is accepted with any parameters and optional whitespace around ';'", async () => {
+    const { token } = await enabledWallet(h.app);
+    const auth = { authorization: `Token ${token}` };
+    const multipart = (ref: string) =>
+      `--XyZ\r\nContent-Disposition: form-data; name="amount"\r\n\r\n1.50\r\n` +
+      `--XyZ\r\nContent-Disposition: form-data; name="reference_id"\r\n\r\n${ref}\r\n--XyZ--\r\n`;
+    const cases: Array<[string, (ref: string) => string]> = [
+      ["application/json ; charset=utf-8", (ref) => JSON.stringify({ amount: "1.50", reference_id: ref })],
+      ["application/json;", (ref) => JSON.stringify({ amount: "1.50", reference_id: ref })],
+      ["application/json\t;\tcharset=UTF-8;", (ref) => JSON.stringify({ amount: "1.50", reference_id: ref })],
+      [
+        'APPLICATION/JSON; charset="utf-8"; x=1',
+        (ref) => JSON.stringify({ amount: "1.50", reference_id: ref }),
+      ],
+      ["application/x-www-form-urlencoded ; charset=UTF-8", (ref) => `amount=1.50&reference_id=${ref}`],
+      ["application/x-www-form-urlencoded;", (ref) => `amount=1.50&reference_id=${ref}`],
+      ["multipart/form-data; charset=utf-8; boundary=XyZ", multipart],
+      ['multipart/form-data ; boundary="XyZ" ;', multipart],
+      ["Multipart/Form-Data;boundary=XyZ;charset=utf-8", multipart],
+    ];
+    for (const [type, body] of cases) {
+      const res = await raw("POST", "/api/v1/wallet/deposits", body(crypto.randomUUID()), {
+        ...auth,
+        "content-type": type,
+      });
+      assert.equal(res.status, 201, `${type}: ${JSON.stringify(res.body)}`);
+      assert.equal(res.body.data.deposit.amount, 1.5);
+    }
+  });
+
+  it("anything else gets one 415 with one message, whatever the endpoint; nothing is written", async () => {
+    const { token, walletId } = await enabledWallet(h.app);
+    const before = await countWrites(h.sql, walletId);
+    const messages = new Set<string>();
+    for (
+      const type of [
+        "application/json x",
+        "application/json; charset",
+        "application /json",
+        "text/plain; charset=utf-8",
+        "application/json, text/plain",
+        "form-data",
+      ]
+    ) {
+      for (const path of ["/api/v1/init", "/api/v1/wallet/deposits"]) {
+        const res = await raw("POST", path, '{"amount":"1","reference_id":"x","customer_xid":"y"}', {
+          authorization: `Token ${token}`,
+          "content-type": type,
+        });
+        assertFail(res, 415);
+        messages.add(res.body.data.error);
+      }
+    }
+    assert.deepEqual([...messages], [
+      "Unsupported Content-Type: send multipart/form-data, application/x-www-form-urlencoded, application/json.",
+    ]);
+    assert.deepEqual(await countWrites(h.sql, walletId), before);
+  });
+});
+
+describe("JSON amounts are judged by their exact text", () => {
+  it("refuses numbers a double would round into valid amounts; writes nothing", async () => {
+    const { token, walletId } = await enabledWallet(h.app);
+    const before = await countWrites(h.sql, walletId);
+    for (
+      const amount of [
+        "999999999999.999999",
+        "1.0000000000000000001",
+        "1.001",
+        "0.1000000000000000055511151231257827",
+        "1e2",
+        "1E2",
+        "100e-2",
+        "-1",
+        "-0",
+        "1000000000000.001",
+        "9".repeat(400),
+      ]
+    ) {
+      const res = await raw(
+        "POST",
+        "/api/v1/wallet/deposits",
+        `{"amount":${amount},"reference_id":"${crypto.randomUUID()}"}`,
+        { authorization: `Token ${token}`, "content-type": "application/json" },
+      );
+      assert.equal(res.status, 400, `${amount}: ${JSON.stringify(res.body)}`);
+      assert.deepEqual(Object.keys(res.body.data.error), ["amount"], amount);
+    }
+    assert.deepEqual(await countWrites(h.sql, walletId), before);
+    assert.equal((await dbWallet(h.sql, walletId))!.balance, 0n);
+  });
+
+  it("accepts the same texts a form may send, by value", async () => {
+    const { token, walletId } = await enabledWallet(h.app);
+    const accepted: Array<[string, bigint]> = [
+      ["1.50", 150n],
+      ["1.500000000000000000000", 150n],
+      ["100.10", 10010n],
+      ["999999999999.99", 99999999999999n],
+      ["0.01", 1n],
+    ];
+    let total = 0n;
+    for (const [amount, cents] of accepted) {
+      const res = await raw(
+        "POST",
+        "/api/v1/wallet/deposits",
+        `{"amount":${amount},"reference_id":"${crypto.randomUUID()}"}`,
+        { authorization: `Token ${token}`, "content-type": "application/json" },
+      );
+      assert.equal(res.status, 201, `${amount}: ${JSON.stringify(res.body)}`);
+      total += cents;
+    }
+    assert.equal((await dbWallet(h.sql, walletId))!.balance, total);
+  });
+});
+
+describe("multipart bodies must be complete", () => {
+  it("a body cut off before its closing boundary, or malformed, is 400 JSend and writes nothing", async () => {
+    const { token, walletId } = await enabledWallet(h.app);
+    const before = await countWrites(h.sql, walletId);
+    const complete = `--XyZ\r\nContent-Disposition: form-data; name="amount"\r\n\r\n5\r\n` +
+      `--XyZ\r\nContent-Disposition: form-data; name="reference_id"\r\n\r\ncut-1\r\n--XyZ--\r\n`;
+    const bodies = [
+      complete.slice(0, complete.lastIndexOf("--XyZ--")), // the unfinished last part was dropped on main
+      complete.slice(0, complete.lastIndexOf("--XyZ--") + 5),
+      complete.slice(0, complete.indexOf("cut-1") + 3),
+      complete.replace('form-data; name="amount"', "form-data"), // a part without a name
+      `garbage before the boundary\r\n${complete}`,
+    ];
+    for (const body of bodies) {
+      for (const path of ["/api/v1/wallet/deposits", "/api/v1/wallet/withdrawals"]) {
+        const res = await raw("POST", path, body, {
+          authorization: `Token ${token}`,
+          "content-type": "multipart/form-data; boundary=XyZ",
+        });
+        assertFail(res, 400);
+        assert.equal(typeof res.body.data.error, "string");
+      }
+    }
+    const noBoundary = await raw("POST", "/api/v1/wallet/deposits", complete, {
+      authorization: `Token ${token}`,
+      "content-type": "multipart/form-data",
+    });
+    assertFail(noBoundary, 400);
+    assert.deepEqual(await countWrites(h.sql, walletId), before);
+  });
+});
+
+describe("bodies are cheap to refuse: shape limits before the expensive parse", () => {
+  it("deep nesting, too many values, fields or parts, and a 1 MiB amount: 400 JSend, nothing written", async () => {
+    const { token, walletId } = await enabledWallet(h.app);
+    const before = await countWrites(h.sql, walletId);
+    const auth = { authorization: `Token ${token}` };
+    const depth = 500_000;
+    const parts = Array.from(
+      { length: 10_000 },
+      (_, i) => `--XyZ\r\nContent-Disposition: form-data; name="f${i}"\r\n\r\n${i}\r\n`,
+    ).join("") + "--XyZ--\r\n";
+    const cases: Array<[string, string, RegExp]> = [
+      [
+        "application/json",
+        `{"amount":${"[".repeat(depth)}${"]".repeat(depth)},"reference_id":"r"}`,
+        /nested too deeply/,
+      ],
+      ["application/json", `{${'"a":1,'.repeat(100_000)}"amount":1,"reference_id":"r"}`, /too many values/],
+      [
+        "application/x-www-form-urlencoded",
+        `amount=1&reference_id=r&${"a=1&".repeat(200_000)}`,
+        /too many fields/,
+      ],
+      ["multipart/form-data; boundary=XyZ", parts, /too many fields/],
+    ];
+    for (const [type, body, message] of cases) {
+      const res = await raw("POST", "/api/v1/wallet/deposits", body, { ...auth, "content-type": type });
+      assertFail(res, 400);
+      assert.match(res.body.data.error, message);
+    }
+    for (const amount of [`"${"9".repeat(1_000_000)}"`, "9".repeat(1_000_000)]) {
+      const res = await raw("POST", "/api/v1/wallet/deposits", `{"amount":${amount},"reference_id":"r"}`, {
+        ...auth,
+        "content-type": "application/json",
+      });
+      assert.equal(res.status, 400);
+      assert.deepEqual(res.body.data.error, { amount: ["Must be at most 1000000000000."] });
+    }
+    const longId = await raw(
+      "POST",
+      "/api/v1/wallet/deposits",
+      `amount=1&reference_id=${"r".repeat(1_000_000)}`,
+      {
+        ...auth,
+        "content-type": "application/x-www-form-urlencoded",
+      },
+    );
+    assert.deepEqual(longId.body.data.error, { reference_id: ["Must be at most 64 characters."] });
+    assert.deepEqual(await countWrites(h.sql, walletId), before);
+  });
+
+  it("a plain body of up to 100 fields at 8 levels is still accepted", async () => {
+    const { token } = await enabledWallet(h.app);
+    const extra = Object.fromEntries(Array.from({ length: 97 }, (_, i) => [`x${i}`, [[[[[[[i]]]]]]]]));
+    const res = await call(h.app, "POST", "/api/v1/wallet/deposits", {
+      token,
+      body: { ...extra, amount: 1, reference_id: crypto.randomUUID() },
+    });
+    assert.equal(res.status, 201, JSON.stringify(res.body));
+  });
+});

@@ -46,6 +46,18 @@ describe("parseAmount", () => {
     assert.deepEqual(parseAmount("99999999999999999999999"), { error: AMOUNT_TOO_LARGE });
   });
 
+  it("judges very long digit strings by their length and value, leading and trailing zeros included", () => {
+    const zeros = "0".repeat(1024 * 1024);
+    assert.equal(cents(`${zeros}1`), 100n);
+    assert.equal(cents(`${zeros}1000000000000.${zeros}`), MAX_TRANSACTION_CENTS);
+    assert.equal(cents(`0.01${zeros}`), 1n);
+    assert.deepEqual(parseAmount("9".repeat(1024 * 1024)), { error: AMOUNT_TOO_LARGE });
+    // a trailing-zero regex would backtrack for minutes on these
+    assert.deepEqual(parseAmount(`1.${zeros}1`), { error: AMOUNT_INVALID });
+    assert.deepEqual(parseAmount(`1.${zeros}x`), { error: AMOUNT_INVALID });
+    assert.deepEqual(parseAmount("10000000000000"), { error: AMOUNT_TOO_LARGE });
+  });
+
   it("refuses zero, signs, spaces, exponents, hex, blanks and words", () => {
     for (
       const input of [

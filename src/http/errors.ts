@@ -47,16 +47,22 @@ export function errorHandler(log: Logger): ErrorHandler {
   };
 }
 
-/** `app.notFound`: 405 with `Allow` when the path exists under other methods, else 404. */
+/** The methods registered for exactly this path (every route is static). */
+function allowedMethods(app: Hono<never>, path: string): string[] {
+  return [...new Set(app.routes.filter((r) => r.method !== "ALL" && r.path === path).map((r) => r.method))];
+}
+
+/**
+ * `app.notFound`: 405 with `Allow` when the path exists under other methods, else 404. Neither message repeats
+ * the request (a client shown its own input could be shown a forged message).
+ */
 export function notFoundHandler(app: Hono<never>): NotFoundHandler {
   return function notFound(c: Context): Response {
-    const allowed = new Set(
-      app.routes.filter((r) => r.method !== "ALL" && r.path === c.req.path).map((r) => r.method),
-    );
-    if (allowed.size > 0) {
-      c.header("Allow", [...allowed].join(", "));
-      return fail(c, 405, `Method ${c.req.method} is not allowed here; use ${[...allowed].join(", ")}.`);
+    const allowed = allowedMethods(app, c.req.path);
+    if (allowed.length > 0) {
+      c.header("Allow", allowed.join(", "));
+      return fail(c, 405, `Method not allowed on this path; use ${allowed.join(", ")}.`);
     }
-    return fail(c, 404, `Not found: ${c.req.method} ${c.req.path}`);
+    return fail(c, 404, "Not found: no such path; see /openapi.json for the API.");
   };
 }

@@ -4,6 +4,7 @@
  */
 import { z } from "@hono/zod-openapi";
 import { AMOUNT_INVALID, parseAmount } from "../wallet/money.ts";
+import { JsonNumber } from "./json_fields.ts";
 
 export const MISSING = "Missing data for required field.";
 const MAX_ID_LENGTH = 64;
@@ -11,20 +12,38 @@ const MAX_ID_LENGTH = 64;
 /** An opaque, non-blank id of at most 64 Unicode code points. */
 function opaqueId(example: string) {
   return z.string({ error: (issue) => issue.input == null ? MISSING : "Must be a string." })
-    .refine((value) => value.trim().length > 0, "Must not be blank.")
-    // PostgreSQL text holds neither NUL nor lone surrogates (they would become U+FFFD and collide).
-    .refine(
-      (value) => value.isWellFormed() && !value.includes("\u0000"),
-      "Must be valid Unicode text without NUL.",
-    )
-    .refine((value) => [...value].length <= MAX_ID_LENGTH, `Must be at most ${MAX_ID_LENGTH} characters.`)
+    .superRefine((value, ctx) => {
+      const problem = opaqueIdProblem(value);
+      if (problem) ctx.addIssue({ code: "custom", message: problem });
+    })
     .openapi({ example, maxLength: MAX_ID_LENGTH });
 }
 
-const amount = z.union([z.number(), z.string()], {
+/** What is wrong with an opaque id, first things first; the length is judged before the text is scanned. */
+function opaqueIdProblem(value: string): string | undefined {
+  // UTF-16 units are 1 or 2 per code point: only a length in between needs counting, and 128 units at most.
+  if (
+    value.length > 2 * MAX_ID_LENGTH || (value.length > MAX_ID_LENGTH && [...value].length > MAX_ID_LENGTH)
+  ) {
+    return `Must be at most ${MAX_ID_LENGTH} characters.`;
+  }
+  if (value.trim().length === 0) return "Must not be blank.";
+  // PostgreSQL text holds neither NUL nor lone surrogates (they would become U+FFFD and collide).
+  if (!value.isWellFormed() || value.includes("\u0000")) return "Must be valid Unicode text without NUL.";
+}
+
+/** A JSON number of a request body, with the text the client wrote (see json_fields.ts). */
+const jsonNumber = z.custom<JsonNumber>((value) => value instanceof JsonNumber).openapi({ type: "number" });
+
+/** An amount's decimal text: a JSON number's source, or a form value (the same rules for both). */
+export function amountText(value: JsonNumber | string): string {
+  return value instanceof JsonNumber ? value.source : value;
+}
+
+const amount = z.union([jsonNumber, z.string()], {
   error: (issue) => issue.input == null ? MISSING : AMOUNT_INVALID,
 }).superRefine((value, ctx) => {
-  const parsed = parseAmount(value);
+  const parsed = parseAmount(amountText(value));
   if ("error" in parsed) ctx.addIssue({ code: "custom", message: parsed.error });
 }).openapi({
   description:

@@ -13,6 +13,8 @@ export const AMOUNT_INVALID = "Must be a positive amount with at most 2 decimal 
 export const AMOUNT_TOO_LARGE = "Must be at most 1000000000000.";
 
 const DECIMAL = /^(\d+)(?:\.(\d+))?$/;
+/** Digits of the whole part of the largest amount (1000000000000); more can only be too large. */
+const MAX_WHOLE_DIGITS = 13;
 
 /**
  * Parse a request amount into cents: a JSON number (taken by its shortest decimal text) or a decimal string of
@@ -30,13 +32,26 @@ export function parseAmount(input: unknown): { cents: bigint } | { error: string
   }
   const match = DECIMAL.exec(text);
   if (!match) return { error: AMOUNT_INVALID };
-  const [, whole, fraction = ""] = match;
-  const significantFraction = fraction.replace(/0+$/, "");
+  const [, digits, fraction = ""] = match;
+  const significantFraction = withoutTrailingZeros(fraction);
   if (significantFraction.length > 2) return { error: AMOUNT_INVALID };
+  // Judged by length before BigInt (whose cost grows with the square of it): leading zeros are no value.
+  const whole = digits.replace(/^0+/, "");
+  if (whole.length > MAX_WHOLE_DIGITS) return { error: AMOUNT_TOO_LARGE };
   const cents = BigInt(whole) * 100n + BigInt(significantFraction.padEnd(2, "0"));
   if (cents <= 0n) return { error: AMOUNT_INVALID };
   if (cents > MAX_TRANSACTION_CENTS) return { error: AMOUNT_TOO_LARGE };
   return { cents };
+}
+
+/**
+ * `text` without its trailing zeros. Not `replace(/0+$/, "")`: on "000…01" the regex engine tries every start
+ * and every length (a 1 MiB amount ran for minutes).
+ */
+function withoutTrailingZeros(text: string): string {
+  let end = text.length;
+  while (end > 0 && text.charCodeAt(end - 1) === 0x30) end--;
+  return text.slice(0, end);
 }
 
 /** Decimal text of an amount in cents: 12345n -> "123.45", 500n -> "5". */

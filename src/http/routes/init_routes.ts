@@ -3,7 +3,7 @@ import { createRoute, OpenAPIHono } from "@hono/zod-openapi";
 import type { TokenService } from "../../auth/tokens.ts";
 import type { WalletService } from "../../wallet/wallet_service.ts";
 import { successBody } from "../jsend.ts";
-import { bodyGuard, formBody, validBody } from "../request_body.ts";
+import { bodyGuard, documentedBodyRoute, formBody } from "../request_body.ts";
 import { initBodySchema, successSchema, tokenDataSchema } from "../schemas.ts";
 import { validationHook } from "../validation_hook.ts";
 import { initExample } from "./examples.ts";
@@ -33,11 +33,9 @@ const initRoute = createRoute({
 });
 
 export function initRoutes(deps: { wallets: WalletService; tokens: TokenService }) {
-  return new OpenAPIHono({ defaultHook: validationHook }).openapi(initRoute, async (c) => {
-    const { customer_xid } = validBody(c, {
-      json: () => c.req.valid("json"),
-      form: () => c.req.valid("form"),
-    });
+  const app = new OpenAPIHono({ defaultHook: validationHook });
+  return app.openapi(documentedBodyRoute(app.openAPIRegistry, initRoute), async (c) => {
+    const { customer_xid } = c.get("body");
     const wallet = await deps.wallets.initAccount(customer_xid);
     const token = await deps.tokens.issue({ customerXid: wallet.customerXid, walletId: wallet.id });
     return c.json(successBody({ token }), 201);

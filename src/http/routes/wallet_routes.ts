@@ -15,8 +15,9 @@ import {
   presentTransaction,
   presentWithdrawal,
 } from "../presenters.ts";
-import { bodyGuard, formBody, validBody } from "../request_body.ts";
+import { bodyGuard, documentedBodyRoute, formBody } from "../request_body.ts";
 import {
+  amountText,
   depositSchema,
   disableBodySchema,
   disabledWalletSchema,
@@ -201,8 +202,8 @@ function viewBody(view: WalletView): string {
 }
 
 /** Cents from an amount that already passed validation. */
-function validAmount(value: number | string): bigint {
-  const parsed = parseAmount(value);
+function validAmount(value: Parameters<typeof amountText>[0]): bigint {
+  const parsed = parseAmount(amountText(value));
   if ("error" in parsed) throw new Error("unreachable: amount was validated");
   return parsed.cents;
 }
@@ -212,7 +213,9 @@ export function walletRoutes(
 ) {
   const routes = walletRoutesDefinitions(requireToken(deps.tokens));
   const { wallets, histories } = deps;
-  return new OpenAPIHono<AuthEnv>({ defaultHook: validationHook })
+  const app = new OpenAPIHono<AuthEnv>({ defaultHook: validationHook });
+  const registry = app.openAPIRegistry;
+  return app
     .openapi(routes.enable, async (c) => {
       const wallet = await wallets.enable(c.get("subject").walletId);
       return c.json(successBody({ wallet: presentEnabledWallet(wallet) }), 201);
@@ -241,19 +244,19 @@ export function walletRoutes(
       const transactions = page.transactions.map(presentTransaction);
       return c.json(successBody({ transactions, next_cursor: page.nextCursor?.toString() ?? null }), 200);
     })
-    .openapi(routes.deposit, async (c) => {
-      const body = validBody(c, { json: () => c.req.valid("json"), form: () => c.req.valid("form") });
+    .openapi(documentedBodyRoute(registry, routes.deposit), async (c) => {
+      const body = c.get("body");
       const { walletId, customerXid } = c.get("subject");
       const transaction = await wallets.deposit(walletId, validAmount(body.amount), body.reference_id);
       return c.json(successBody({ deposit: presentDeposit(transaction, customerXid) }), 201);
     })
-    .openapi(routes.withdrawal, async (c) => {
-      const body = validBody(c, { json: () => c.req.valid("json"), form: () => c.req.valid("form") });
+    .openapi(documentedBodyRoute(registry, routes.withdrawal), async (c) => {
+      const body = c.get("body");
       const { walletId, customerXid } = c.get("subject");
       const transaction = await wallets.withdraw(walletId, validAmount(body.amount), body.reference_id);
       return c.json(successBody({ withdrawal: presentWithdrawal(transaction, customerXid) }), 201);
     })
-    .openapi(routes.disable, async (c) => {
+    .openapi(documentedBodyRoute(registry, routes.disable), async (c) => {
       const wallet = await wallets.disable(c.get("subject").walletId);
       return c.json(successBody({ wallet: presentDisabledWallet(wallet) }), 200);
     });
