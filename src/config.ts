@@ -130,8 +130,8 @@ const toolConfigSchema = z.object({
   // Transactions that wait for a wallet row another session holds (each holds a connection); batches never
   // wait for such a row, they write the other wallets and hand that wallet's requests to one of these.
   WRITE_LOCK_WAITERS: positiveInt("WRITE_LOCK_WAITERS").max(100).default(4),
-  METRICS_LOG_INTERVAL_MS: z.coerce.number({ error: "METRICS_LOG_INTERVAL_MS must be a whole number" }).int()
-    .min(0).default(60_000),
+  // How long /ready waits for each dependency (checked side by side) before it counts it as down.
+  READY_CHECK_TIMEOUT_MS: positiveInt("READY_CHECK_TIMEOUT_MS").max(10_000).default(1000),
   RELAY_BATCH_SIZE: positiveInt("RELAY_BATCH_SIZE").max(10000).default(1000),
   RELAY_LINGER_MS: z.coerce.number({ error: "RELAY_LINGER_MS must be a whole number" }).int().min(0).max(1000)
     .default(5),

@@ -66,7 +66,6 @@ describe("pipeline thread", () => {
         // The relay's own sweep comes once a minute: an event within seconds was woken by the API's commit.
         RELAY_SWEEP_MS: "60000",
         LOG_LEVEL: "info",
-        METRICS_LOG_INTERVAL_MS: "0",
       },
       stdin: "null",
       stdout: "null",
