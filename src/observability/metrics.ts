@@ -126,10 +126,33 @@ export class ServiceMetrics implements WalletMetrics {
         "Relay cycles that failed (Kafka or PostgreSQL unreachable); each is followed by a backoff.",
         () => pipeline.relayCycleFailures,
       );
+      this.#labeledCounter(
+        "relay_refusals_total",
+        "Kafka refusals: topic (the topic as a whole; the relay backs off, no row is charged) and row (one " +
+          "row refused while others were accepted; counted against that row).",
+        ["scope"],
+        () => [[{ scope: "topic" }, pipeline.topicRefusals], [{ scope: "row" }, pipeline.rowRefusals]],
+      );
       this.#counter(
-        "relay_dead_lettered_total",
-        "Outbox rows moved to the outbox_dead_letter table after RELAY_MAX_ATTEMPTS refusals.",
-        () => pipeline.deadLettered,
+        "relay_set_aside_total",
+        "Rows set aside after RELAY_MAX_ATTEMPTS refusals; their wallets' later rows are held behind them.",
+        () => pipeline.setAside,
+      );
+      this.#labeledGauge(
+        "outbox_rows",
+        "Outbox rows by state at the last measurement: set_aside, held (behind a set-aside row of their " +
+          "wallet), backing_off (waiting after a refusal).",
+        ["state"],
+        () => [
+          [{ state: "set_aside" }, pipeline.setAsideRows],
+          [{ state: "held" }, pipeline.heldRows],
+          [{ state: "backing_off" }, pipeline.backingOffRows],
+        ],
+      );
+      this.#counter(
+        "outbox_retention_deleted_total",
+        "Sent rows deleted after RELAY_RETENTION_HOURS.",
+        () => pipeline.retentionDeleted,
       );
       this.#gauge(
         "outbox_unsent_rows",
@@ -160,6 +183,11 @@ export class ServiceMetrics implements WalletMetrics {
         "consumer_malformed_total",
         "Messages that were not valid wallet events, set aside on the <topic>.dlq topic.",
         () => pipeline.malformed,
+      );
+      this.#counter(
+        "consumer_dead_letter_failures_total",
+        "Malformed events the consumer could not put on <topic>.dlq (it retries the batch).",
+        () => pipeline.deadLetterTopicFailures,
       );
       this.#labeledGauge(
         "consumer_lag_messages",
@@ -208,8 +236,11 @@ export class ServiceMetrics implements WalletMetrics {
         return [[{ result: "hit" }, s.hits], [{ result: "miss" }, s.misses], [{ result: "error" }, s.errors]];
       },
     );
-    this.#gauge("redis_breaker_open", "1 while the Redis circuit breaker skips Redis, else 0.", () =>
-      stats().breaker?.state === "open" ? 1 : 0);
+    this.#gauge(
+      "redis_breaker_open",
+      "1 while the Redis circuit breaker skips Redis, else 0.",
+      () => stats().breaker?.state === "open" ? 1 : 0,
+    );
     this.#labeledCounter(
       "redis_breaker_transitions_total",
       "Times the Redis circuit breaker opened (Redis skipped) and closed again (a probe answered).",
@@ -255,8 +286,11 @@ export class ServiceMetrics implements WalletMetrics {
         return [[{ reason: "deadline" }, s.timedOut], [{ reason: "queue_full" }, s.queueFull]];
       },
     );
-    this.#gauge("write_queue_requests", "Deposits and withdrawals waiting for a write batch.", () =>
-      stats().queued);
+    this.#gauge(
+      "write_queue_requests",
+      "Deposits and withdrawals waiting for a write batch.",
+      () => stats().queued,
+    );
     this.#gauge(
       "write_lock_waiting",
       "Transactions waiting for a wallet row another session holds (at most WRITE_LOCK_WAITERS).",

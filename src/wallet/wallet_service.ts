@@ -216,18 +216,19 @@ export class WalletService {
    */
   initAccount(customerXid: string): Promise<Wallet> {
     const deadline = this.#deadline();
-    return this.#counted("init", () => this.#guarded(
-      deadline,
-      (async () => {
-        const connection = await this.#sql.reserve();
-        try {
-          if (!deadline.seal()) throw new RequestTimeoutError();
-          return await upsertWalletForCustomer(connection, customerXid);
-        } finally {
-          connection.release();
-        }
-      })(),
-    ));
+    return this.#counted("init", () =>
+      this.#guarded(
+        deadline,
+        (async () => {
+          const connection = await this.#sql.reserve();
+          try {
+            if (!deadline.seal()) throw new RequestTimeoutError();
+            return await upsertWalletForCustomer(connection, customerXid);
+          } finally {
+            connection.release();
+          }
+        })(),
+      ));
   }
 
   /** Enable the wallet; refused when already enabled. */
