@@ -184,6 +184,13 @@ export function startConsumer(options: ConsumerOptions): RunningConsumer {
         await fresh.subscribe({ topic: config.KAFKA_TOPIC, fromBeginning: true });
         consumer = fresh;
         // kafkajs restarts itself after retriable crashes; after any other crash we start over.
+        // The lag of partitions now owned by another member is theirs to report.
+        fresh.on(fresh.events.GROUP_JOIN, ({ payload }) => {
+          const owned = new Set(payload.memberAssignment[config.KAFKA_TOPIC] ?? []);
+          for (const partition of metrics.consumerLag.keys()) {
+            if (!owned.has(partition)) metrics.consumerLag.delete(partition);
+          }
+        });
         const crashed = new Promise<void>((resolve) => {
           fresh.on(fresh.events.CRASH, ({ payload }) => {
             if (!payload.restart) resolve();
@@ -227,6 +234,7 @@ export function startConsumer(options: ConsumerOptions): RunningConsumer {
                 metrics.eventToCacheMs.add(now - Date.parse(event.occurred_at));
               } else metrics.cacheStale++;
             });
+            metrics.consumerLag.set(batch.partition, Math.max(0, Number(batch.offsetLag())));
             // Offsets move only after the cache write succeeded.
             resolveOffset(batch.lastOffset());
             applied.set(batch.partition, (BigInt(batch.lastOffset()) + 1n).toString());

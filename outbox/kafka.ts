@@ -2,7 +2,7 @@
  * Kafka clients (kafkajs) for the relay and the consumer, configured in one place: broker addresses from
  * configuration, kafkajs logs routed to our logger, bounded retries so callers decide how to back off.
  */
-import { type ISocketFactory, Kafka, type LogEntry, logLevel, Partitioners } from "kafkajs";
+import { type Admin, type ISocketFactory, Kafka, type LogEntry, logLevel, Partitioners } from "kafkajs";
 import net from "node:net";
 import process from "node:process";
 import type { Logger } from "../src/log.ts";
@@ -28,6 +28,59 @@ export function createKafka(settings: KafkaSettings, log: Logger): Kafka {
       else log.debug("kafkajs", fields);
     },
   });
+}
+
+/** A readiness check of the brokers: one admin connection kept open, asked for the cluster's metadata. */
+export interface KafkaProbe {
+  /** Resolves when a broker answered; rejects otherwise (the next check connects afresh). */
+  check(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * A probe for /ready. No retries: the caller's timeout bounds the check, and a failed check drops the
+ * connection. Checks that overlap share one request, so a probe storm costs Kafka one request at a time.
+ */
+export function createKafkaProbe(settings: KafkaSettings): KafkaProbe {
+  const kafka = new Kafka({
+    clientId: `${settings.clientId}-readiness`,
+    brokers: settings.brokers,
+    connectionTimeout: 1000,
+    requestTimeout: 2000,
+    retry: { retries: 0 },
+    socketFactory: plainSocketWithoutNagle,
+    logLevel: logLevel.NOTHING,
+  });
+  let admin: Admin | null = null;
+  let inFlight: Promise<void> | null = null;
+
+  async function ask(): Promise<void> {
+    try {
+      if (!admin) {
+        const fresh = kafka.admin({ retry: { retries: 0 } });
+        admin = fresh;
+        await fresh.connect();
+      }
+      await admin.describeCluster();
+    } catch (error) {
+      const failed = admin;
+      admin = null;
+      await failed?.disconnect().catch(() => {});
+      throw error;
+    }
+  }
+
+  return {
+    check() {
+      inFlight ??= ask().finally(() => inFlight = null);
+      return inFlight;
+    },
+    async close() {
+      await inFlight?.catch(() => {});
+      await admin?.disconnect().catch(() => {});
+      admin = null;
+    },
+  };
 }
 
 /**

@@ -1,16 +1,23 @@
 /**
- * What the pipeline counts: backlog, publish rate, consumer apply counts and the event-to-cache delay. Kept
- * in process memory for the observability work to expose; cheap enough to update on every event.
+ * What the pipeline counts: backlog, publish rate, consumer apply counts, consumer lag and the event-to-cache
+ * delay. Plain numbers, cheap enough to update on every event; src/observability/metrics.ts exports them to
+ * Prometheus when it scrapes (a new counter here needs one line in its `watchPipeline`).
  */
+import { Histogram } from "prom-client";
+
+/** Latency buckets (seconds) of the pipeline: milliseconds normally, seconds when Kafka or Redis struggles. */
+const PIPELINE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
 /** A fixed-size window of recent samples with percentiles. */
 export class SampleWindow {
   readonly #samples: number[] = [];
   #next = 0;
 
-  constructor(private readonly capacity = 10_000) {}
+  /** `histogram`, if given, also observes every sample (in seconds: samples are milliseconds). */
+  constructor(private readonly capacity = 10_000, private readonly histogram?: Histogram) {}
 
   add(value: number): void {
+    this.histogram?.observe(Math.max(0, value) / 1000);
     if (this.#samples.length < this.capacity) this.#samples.push(value);
     else this.#samples[this.#next] = value;
     this.#next = (this.#next + 1) % this.capacity;
@@ -63,10 +70,25 @@ export class PipelineMetrics {
   cacheApplied = 0;
   cacheStale = 0;
   malformed = 0;
+  /** Per partition this consumer owns: messages not applied yet, as of its last batch there. */
+  readonly consumerLag = new Map<number, number>();
+  /** The two latencies below for Prometheus, registered by the thread's metrics registry (not here). */
+  readonly publishLatency = new Histogram({
+    name: "mini_wallet_relay_publish_latency_seconds",
+    help: "From an outbox row's insert (its commit) to Kafka's acknowledgement of its event.",
+    buckets: PIPELINE_BUCKETS,
+    registers: [],
+  });
+  readonly eventToCacheLatency = new Histogram({
+    name: "mini_wallet_event_to_cache_seconds",
+    help: "From an event's occurrence (its commit) to its balance in the Redis cache.",
+    buckets: PIPELINE_BUCKETS,
+    registers: [],
+  });
   /** Milliseconds from an outbox row's insert to the broker's acknowledgement. */
-  readonly insertToPublishMs = new SampleWindow();
+  readonly insertToPublishMs = new SampleWindow(10_000, this.publishLatency);
   /** Milliseconds from an event's occurrence to its cache write. */
-  readonly eventToCacheMs = new SampleWindow();
+  readonly eventToCacheMs = new SampleWindow(10_000, this.eventToCacheLatency);
   readonly #publishTimes: Array<{ at: number; count: number }> = [];
 
   recordPublished(count: number, at = Date.now()): void {

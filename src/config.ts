@@ -137,8 +137,8 @@ const toolConfigSchema = z.object({
   HISTORY_STREAMS_MAX: positiveInt("HISTORY_STREAMS_MAX").max(1000).optional(),
   HISTORY_STREAM_STALL_MS: positiveInt("HISTORY_STREAM_STALL_MS").default(10_000),
   HISTORY_STREAM_MAX_MS: positiveInt("HISTORY_STREAM_MAX_MS").default(600_000),
-  METRICS_LOG_INTERVAL_MS: z.coerce.number({ error: "METRICS_LOG_INTERVAL_MS must be a whole number" }).int()
-    .min(0).default(60_000),
+  // How long /ready waits for each dependency (checked side by side) before it counts it as down.
+  READY_CHECK_TIMEOUT_MS: positiveInt("READY_CHECK_TIMEOUT_MS").max(10_000).default(1000),
   RELAY_BATCH_SIZE: positiveInt("RELAY_BATCH_SIZE").max(10000).default(1000),
   RELAY_LINGER_MS: z.coerce.number({ error: "RELAY_LINGER_MS must be a whole number" }).int().min(0).max(1000)
     .default(5),

@@ -16,7 +16,10 @@ const pipeline = threadRoles ? startPipelineThread(config, threadRoles, log, () 
 const service = await startService(
   pipeline ? { ...config, ROLES: config.ROLES.filter((role) => !threadRoles!.includes(role)) } : config,
   log,
-  { wakeRelay: pipeline && threadRoles!.includes("relay") ? () => pipeline.wake() : undefined },
+  {
+    wakeRelay: pipeline && threadRoles!.includes("relay") ? () => pipeline.wake() : undefined,
+    otherThread: pipeline ?? undefined,
+  },
 );
 
 let stopping = false;

@@ -11,15 +11,25 @@
  */
 import type { Config, Role } from "./config.ts";
 import type { Logger } from "./log.ts";
+import { allDown, dependenciesOf, type ReadinessReport } from "./observability/readiness.ts";
+import type { MetricsJson, ThreadReports } from "./service.ts";
 
 /** Main thread to worker. */
 export type ToPipeline =
   | { type: "start"; config: Config }
   | { type: "wake" }
-  | { type: "stop" };
+  | { type: "stop" }
+  | { type: "readiness"; id: number }
+  | { type: "metrics"; id: number };
 
 /** Worker to main thread. */
-export type FromPipeline = { type: "stopped" };
+export type FromPipeline =
+  | { type: "stopped" }
+  | { type: "readiness"; id: number; report: ReadinessReport }
+  | { type: "metrics"; id: number; metrics: MetricsJson };
+
+/** How long the main thread waits for the thread's metrics before /metrics shows its own alone. */
+const METRICS_ANSWER_MS = 5000;
 
 /** The roles of this process that run on the pipeline thread; null when everything runs on the main thread. */
 export function pipelineThreadRoles(config: Config): Role[] | null {
@@ -30,7 +40,7 @@ export function pipelineThreadRoles(config: Config): Role[] | null {
   return pipeline;
 }
 
-export interface PipelineThread {
+export interface PipelineThread extends ThreadReports {
   /** Tell the worker's relay that rows were committed (coalesced there, like a local wake-up). */
   wake(): void;
   /** Stop the worker's roles (the relay finishes its cycle), then end the thread. */
@@ -47,8 +57,34 @@ export function startPipelineThread(
   const worker = new Worker(new URL("./pipeline_worker.ts", import.meta.url), { type: "module" });
   const send = (message: ToPipeline) => worker.postMessage(message);
   let stopped: (() => void) | null = null;
+  // Questions to the thread (readiness, metrics) by id, answered by messages of the same type and id.
+  let nextId = 0;
+  const waiting = new Map<number, (message: FromPipeline) => void>();
+  function ask<T>(
+    type: "readiness" | "metrics",
+    timeoutMs: number,
+    otherwise: () => T,
+    read: (m: FromPipeline) => T,
+  ) {
+    const id = ++nextId;
+    return new Promise<T>((resolve) => {
+      const timer = setTimeout(() => {
+        waiting.delete(id);
+        log.warn("pipeline thread did not answer in time", { question: type, timeoutMs });
+        resolve(otherwise());
+      }, timeoutMs);
+      waiting.set(id, (message) => {
+        clearTimeout(timer);
+        waiting.delete(id);
+        resolve(read(message));
+      });
+      send({ type, id });
+    });
+  }
   worker.onmessage = (event: MessageEvent<FromPipeline>) => {
-    if (event.data.type === "stopped") stopped?.();
+    const message = event.data;
+    if (message.type === "stopped") stopped?.();
+    else waiting.get(message.id)?.(message);
   };
   worker.onerror = (event) => {
     event.preventDefault();
@@ -60,7 +96,18 @@ export function startPipelineThread(
   send({ type: "start", config: { ...config, ROLES: roles } });
   // A wake-up per commit would be a message per write batch; one pending at a time is enough.
   let wakePending = false;
+  // The thread's own checks are cut off at READY_CHECK_TIMEOUT_MS; a thread that cannot answer by a little
+  // later is as good as its dependencies being down.
+  const readinessAnswerMs = config.READY_CHECK_TIMEOUT_MS + 500;
   return {
+    readiness: () =>
+      ask(
+        "readiness",
+        readinessAnswerMs,
+        () => allDown(dependenciesOf(roles), readinessAnswerMs),
+        (m) => m.type === "readiness" ? m.report : {},
+      ),
+    metrics: () => ask("metrics", METRICS_ANSWER_MS, () => [], (m) => m.type === "metrics" ? m.metrics : []),
     wake() {
       if (wakePending) return;
       wakePending = true;

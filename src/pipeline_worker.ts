@@ -5,7 +5,7 @@
  */
 /// <reference lib="deno.worker" />
 import { createLogger } from "./log.ts";
-import { type RunningService, startService } from "./service.ts";
+import { type MetricsJson, type RunningService, startService } from "./service.ts";
 import type { FromPipeline, ToPipeline } from "./pipeline_thread.ts";
 
 let service: Promise<RunningService> | null = null;
@@ -16,8 +16,14 @@ self.onmessage = async (event: MessageEvent<ToPipeline>) => {
   const message = event.data;
   if (message.type === "start") {
     const log = createLogger(message.config.LOG_LEVEL, { service: "mini-wallet", thread: "pipeline" });
-    service = startService(message.config, log);
+    // The main thread serves HTTP for the process (a thread given the API, as in a test, listens itself).
+    service = startService(message.config, log, { listen: message.config.ROLES.includes("api") });
     wakeRelay = (await service).wakeRelay;
+  } else if (message.type === "readiness") {
+    reply({ type: "readiness", id: message.id, report: await (await service!).readiness() });
+  } else if (message.type === "metrics") {
+    const metrics = await (await service!).serviceMetrics.registry.getMetricsAsJSON();
+    reply({ type: "metrics", id: message.id, metrics: metrics as MetricsJson });
   } else if (message.type === "wake") {
     wakeRelay();
   } else if (message.type === "stop") {

@@ -44,7 +44,6 @@ async function startServer(): Promise<{ child: Deno.ChildProcess; port: number; 
       HOST: "127.0.0.1",
       PORT: String(port),
       LOG_LEVEL: "info",
-      METRICS_LOG_INTERVAL_MS: "0",
       // Out of reach: a stream ended in this test was ended by its cancel, not by the stall bound.
       HISTORY_STREAM_STALL_MS: "600000",
     },

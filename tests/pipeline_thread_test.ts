@@ -11,6 +11,7 @@ import { createLogger } from "../src/log.ts";
 import { BalanceCache, createRedis } from "../src/cache/balance_cache.ts";
 import { hideKafkajsTimeoutWarning } from "../outbox/kafka.ts";
 import { config, newCustomerXid } from "./support/harness.ts";
+import { metricValue, scrape } from "./support/prometheus.ts";
 import { collectTopic, createTestTopic, waitUntil } from "./support/topic.ts";
 
 hideKafkajsTimeoutWarning();
@@ -66,7 +67,6 @@ describe("pipeline thread", () => {
         // The relay's own sweep comes once a minute: an event within seconds was woken by the API's commit.
         RELAY_SWEEP_MS: "60000",
         LOG_LEVEL: "info",
-        METRICS_LOG_INTERVAL_MS: "0",
       },
       stdin: "null",
       stdout: "null",
@@ -121,6 +121,18 @@ describe("pipeline thread", () => {
         message: "the consumer's cache entry of the deposit",
       });
       assert.equal((await cache.get(walletId))?.balance, "12.34");
+
+      // One /ready and one /metrics for the process: the main thread's and the pipeline thread's together.
+      const ready = await (await fetch(`http://127.0.0.1:${port}/ready`)).json();
+      assert.deepEqual(Object.keys(ready.data.checks), ["postgres", "redis", "kafka"]);
+      const samples = await scrape(`http://127.0.0.1:${port}`);
+      const deposits = { route: "/api/v1/wallet/deposits", method: "POST", status: "201" };
+      assert.equal(metricValue(samples, "mini_wallet_http_request_duration_seconds_count", deposits), 1);
+      assert.ok(metricValue(samples, "mini_wallet_relay_published_total") >= 2, "the thread's relay");
+      assert.ok(metricValue(samples, "mini_wallet_consumer_cache_updates_total", { result: "applied" }) >= 1);
+      // Both threads' pools, added up (DATABASE_POOL_SIZE each).
+      assert.equal(metricValue(samples, "mini_wallet_db_pool_size"), 2 * config.DATABASE_POOL_SIZE);
+      assert.ok(metricValue(samples, "process_resident_memory_bytes") > 0, "process metrics once");
 
       child.kill("SIGTERM");
       const status = await child.status;

@@ -57,7 +57,66 @@ export function createSql(
     },
     socket: connectWithoutNagle,
   };
-  return postgres(databaseUrl, settings);
+  const sql = postgres(databaseUrl, settings);
+  countHeldConnections(sql, settings.max);
+  return sql;
+}
+
+/** How a pool's connections are held, for metrics. */
+export interface PoolStats {
+  /** Most connections the pool opens. */
+  size: number;
+  /** Connections held by a transaction (`reserve()` until released, `begin()` until it settles). */
+  inUse: number;
+  /** `reserve()` calls waiting for a free connection. */
+  waiting: number;
+}
+
+const poolStatsOf = new WeakMap<Sql, PoolStats>();
+
+/** The pool's current statistics (zeros for a pool not made by createSql). */
+export function poolStats(sql: Sql): PoolStats {
+  return { ...(poolStatsOf.get(sql) ?? { size: 0, inUse: 0, waiting: 0 }) };
+}
+
+/** Whether PostgreSQL answers a trivial query on this pool. */
+export async function pingDatabase(sql: Sql): Promise<void> {
+  await sql`SELECT 1`;
+}
+
+/**
+ * postgres.js keeps its pool's queues to itself, so the connections that matter for saturation are counted
+ * where they are taken: `reserve()` (write batches, relay cycles) and `begin()` (status changes, migrations)
+ * hold a connection for a whole transaction. Single statements outside a transaction are pipelined by
+ * postgres.js onto busy connections and are not counted.
+ */
+function countHeldConnections(sql: Sql, size: number): void {
+  const stats: PoolStats = { size, inUse: 0, waiting: 0 };
+  poolStatsOf.set(sql, stats);
+  const reserve = sql.reserve;
+  sql.reserve = async () => {
+    stats.waiting++;
+    let reserved: ReservedSql;
+    try {
+      reserved = await reserve();
+    } finally {
+      stats.waiting--;
+    }
+    stats.inUse++;
+    const release = reserved.release;
+    let released = false;
+    reserved.release = () => {
+      if (!released) stats.inUse--;
+      released = true;
+      release();
+    };
+    return reserved;
+  };
+  const begin = sql.begin;
+  sql.begin = ((...args: Parameters<Sql["begin"]>) => {
+    stats.inUse++;
+    return (begin as (...a: unknown[]) => Promise<unknown>)(...args).finally(() => stats.inUse--);
+  }) as Sql["begin"];
 }
 
 /** The connection bounds a configuration asks for. */

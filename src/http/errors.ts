@@ -42,7 +42,13 @@ export function errorHandler(log: Logger): ErrorHandler {
     if (error instanceof HTTPException && error.status < 500) {
       return fail(c, error.status as ContentfulStatusCode, error.message || "Bad request");
     }
-    log.error("request failed", { method: c.req.method, path: c.req.path, error, stack: error.stack });
+    log.error("request failed", {
+      requestId: c.get("requestId"),
+      method: c.req.method,
+      path: c.req.path,
+      error,
+      stack: error.stack,
+    });
     return c.json(errorBody("Internal server error"), 500);
   };
 }

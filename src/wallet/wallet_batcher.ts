@@ -19,6 +19,8 @@ export interface Submitted<Item, Result> {
   key: string;
   item: Item;
   deadline?: RequestDeadline;
+  /** performance.now() at submission. */
+  at: number;
   resolve: (result: Result) => void;
   reject: (error: unknown) => void;
 }
@@ -45,6 +47,8 @@ export interface WriteBatcherOptions {
   maxBatch?: number;
   /** Most items waiting for a batch; more are refused at once. */
   maxQueued?: number;
+  /** Told of every batch run: its size, how long its oldest item waited, how long it ran (ms). */
+  onBatch?: (size: number, waitMs: number, durationMs: number) => void;
 }
 
 export class WriteBatcher<Item, Result> {
@@ -54,11 +58,13 @@ export class WriteBatcher<Item, Result> {
   readonly #maxConcurrent: number;
   readonly #maxBatch: number;
   readonly #maxQueued: number;
+  readonly #onBatch?: WriteBatcherOptions["onBatch"];
 
   constructor(private readonly run: BatchRunner<Item, Result>, options: WriteBatcherOptions = {}) {
     this.#maxConcurrent = options.maxConcurrent ?? 1; // as WRITE_BATCH_CONCURRENCY's default
     this.#maxBatch = options.maxBatch ?? 500;
     this.#maxQueued = options.maxQueued ?? 10_000;
+    this.#onBatch = options.onBatch;
   }
 
   /** Items waiting for a batch now. */
@@ -76,7 +82,7 @@ export class WriteBatcher<Item, Result> {
       return Promise.reject(new WriteNotAppliedError("queue_full"));
     }
     return new Promise((resolve, reject) => {
-      const entry: Submitted<Item, Result> = { key, item, deadline, resolve, reject };
+      const entry: Submitted<Item, Result> = { key, item, deadline, at: performance.now(), resolve, reject };
       this.#pending.push(entry);
       deadline?.onExpire(() => {
         const at = this.#pending.indexOf(entry);
@@ -113,6 +119,7 @@ export class WriteBatcher<Item, Result> {
   async #execute(batch: Submitted<Item, Result>[], keys: Set<string>): Promise<void> {
     // Keys of items handed on, and what they wait for: released when all of them settled.
     const handedOn = new Map<string, Promise<unknown>[]>();
+    const started = performance.now();
     try {
       const results = await this.run(
         batch.map(({ key, item, deadline }) => ({ key, item, deadline })),
@@ -128,6 +135,8 @@ export class WriteBatcher<Item, Result> {
     } catch (error) {
       for (const entry of batch) entry.reject(error);
     } finally {
+      // The queue keeps arrival order, so the first item of a batch waited longest.
+      this.#onBatch?.(batch.length, started - batch[0].at, performance.now() - started);
       for (const key of keys) {
         if (!handedOn.has(key)) this.#busyKeys.delete(key);
       }

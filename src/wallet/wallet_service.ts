@@ -44,7 +44,19 @@ import {
   type WalletTransaction,
 } from "./wallet_rules.ts";
 
+/** What the wallet service reports for metrics (src/observability/metrics.ts implements it). */
+export interface WalletMetrics {
+  /**
+   * A use case ended: kind (init, enable, disable, deposit, withdrawal) and result (success, replayed, a
+   * refusal, error).
+   */
+  operation(kind: string, result: string): void;
+  /** A write batch ran: its size, how long its oldest request waited, how long it ran (ms). */
+  batch(size: number, waitMs: number, durationMs: number): void;
+}
+
 export interface WalletServiceOptions {
+  metrics?: WalletMetrics;
   sql: Sql;
   log: Logger;
   /** Absent when this process runs without Redis: balances are then read from PostgreSQL. */
@@ -149,6 +161,7 @@ export class WalletService {
   readonly #log: Logger;
   readonly #cache?: BalanceCache;
   readonly #onOutboxWritten: () => void;
+  readonly #metrics?: WalletMetrics;
   readonly #batcher: WriteBatcher<MoneyRequest, MoneyOutcome>;
   readonly #known: KnownWallets;
   readonly #writeStats: Omit<WriteStats, "queued" | "lockWaiting"> = {
@@ -176,7 +189,12 @@ export class WalletService {
     this.#cache = options.cache;
     this.#onOutboxWritten = options.onOutboxWritten ?? (() => {});
     this.#nearCacheLeaseMs = options.nearCacheLeaseMs ?? DEFAULT_LEASE_MS;
-    this.#batcher = new WriteBatcher((entries) => this.#runMoneyBatch(entries), options.batching);
+    this.#metrics = options.metrics;
+    const metrics = options.metrics;
+    this.#batcher = new WriteBatcher((entries) => this.#runMoneyBatch(entries), {
+      ...options.batching,
+      onBatch: metrics ? (size, waitMs, durationMs) => metrics.batch(size, waitMs, durationMs) : undefined,
+    });
     this.#known = new KnownWallets({
       maxEntries: options.knownWallets ?? 10_000,
       contendedMs: options.contendedMs,
@@ -201,28 +219,29 @@ export class WalletService {
    */
   initAccount(customerXid: string): Promise<Wallet> {
     const deadline = this.#deadline();
-    return this.#guarded(
-      deadline,
-      (async () => {
-        const connection = await this.#sql.reserve();
-        try {
-          if (!deadline.seal()) throw new RequestTimeoutError();
-          return await upsertWalletForCustomer(connection, customerXid);
-        } finally {
-          connection.release();
-        }
-      })(),
-    );
+    return this.#counted("init", () =>
+      this.#guarded(
+        deadline,
+        (async () => {
+          const connection = await this.#sql.reserve();
+          try {
+            if (!deadline.seal()) throw new RequestTimeoutError();
+            return await upsertWalletForCustomer(connection, customerXid);
+          } finally {
+            connection.release();
+          }
+        })(),
+      ));
   }
 
   /** Enable the wallet; refused when already enabled. */
   enable(walletId: string): Promise<Wallet> {
-    return this.#changeStatus(walletId, decideEnable);
+    return this.#counted("enable", () => this.#changeStatus(walletId, decideEnable));
   }
 
   /** Disable the wallet; refused when not enabled. */
   disable(walletId: string): Promise<Wallet> {
-    return this.#changeStatus(walletId, decideDisable);
+    return this.#counted("disable", () => this.#changeStatus(walletId, decideDisable));
   }
 
   /** Deposit into an enabled wallet. Resolves with the transaction (new or replayed), or throws a refusal. */
@@ -295,11 +314,39 @@ export class WalletService {
 
   async #money(walletId: string, request: MoneyRequest): Promise<WalletTransaction> {
     const deadline = this.#deadline();
-    const outcome = await this.#guarded(deadline, this.#batcher.submit(walletId, request, deadline));
-    if (outcome.kind === "refused") throw new WalletRefusedError(outcome.refusal);
+    let outcome: MoneyOutcome;
+    try {
+      outcome = await this.#guarded(deadline, this.#batcher.submit(walletId, request, deadline));
+    } catch (error) {
+      this.#metrics?.operation(request.type, resultOf(error));
+      throw error;
+    }
+    if (outcome.kind === "refused") {
+      this.#metrics?.operation(request.type, outcome.refusal);
+      throw new WalletRefusedError(outcome.refusal);
+    }
+    // A withdrawal past the balance is created too (recorded as failed), but refused to the client.
+    const result = outcome.kind === "replayed"
+      ? "replayed"
+      : outcome.transaction.status === "failed"
+      ? "insufficient_balance"
+      : "success";
+    this.#metrics?.operation(request.type, result);
     const refusal = replayRefusal(outcome.transaction);
     if (refusal) throw new WalletRefusedError(refusal);
     return outcome.transaction;
+  }
+
+  /** Run a use case and count its result (success, the refusal, or error). */
+  async #counted<T>(kind: string, run: () => Promise<T>): Promise<T> {
+    try {
+      const result = await run();
+      this.#metrics?.operation(kind, "success");
+      return result;
+    } catch (error) {
+      this.#metrics?.operation(kind, resultOf(error));
+      throw error;
+    }
   }
 
   /**
@@ -821,4 +868,12 @@ function mergeByWallet(groups: WalletRequests[]): WalletRequests[] {
 function isLockWaitEnd(error: unknown): boolean {
   return error instanceof postgres.PostgresError &&
     (error.code === "55P03" || error.code === "57014");
+}
+
+/** The metrics result of a failed use case: the refusal, a timeout or full queue (503), or error. */
+function resultOf(error: unknown): string {
+  if (error instanceof WalletRefusedError) return error.refusal;
+  if (error instanceof RequestTimeoutError) return "timeout";
+  if (error instanceof WriteNotAppliedError) return error.reason;
+  return "error";
 }

@@ -95,7 +95,6 @@ function serviceEnv(extra: Record<string, string>): Record<string, string> {
     JWT_SECRET,
     REQUEST_TIMEOUT_MS: String(BOUND_MS),
     LOG_LEVEL: "warn",
-    METRICS_LOG_INTERVAL_MS: "0",
     KAFKAJS_NO_PARTITIONER_WARNING: "1",
     ...extra,
   };
