@@ -9,6 +9,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createHarness, enabledWallet, type Harness } from "./support/harness.ts";
 import { seedHistory } from "./support/history.ts";
+import { freePort } from "./support/private_servers.ts";
 
 const ROWS = 1_000_000;
 const RSS_LIMIT_KB = 250 * 1024;
@@ -24,13 +25,6 @@ async function startCommand(): Promise<string[]> {
   assert.equal(words[0], "deno");
   assert.ok(words.some((w) => w.startsWith("--v8-flags=")), "start sets V8 flags");
   return words.slice(1);
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
 }
 
 /** Start the API process and resolve once it listens. Its log lines are kept (and its stderr drained). */

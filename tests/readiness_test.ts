@@ -14,17 +14,10 @@ import { hideKafkajsTimeoutWarning } from "../outbox/kafka.ts";
 import { config } from "./support/harness.ts";
 import { type PrivateBroker, startPrivateBroker } from "./support/kafka_broker.ts";
 import { hasMetric, parseMetrics } from "./support/prometheus.ts";
-import { type PrivateRedis, startPrivateRedis } from "./support/redis_server.ts";
+import { freePort, type PrivateRedis, startPrivateRedis } from "./support/private_servers.ts";
 import { createTestTopic, waitUntil } from "./support/topic.ts";
 
 hideKafkajsTimeoutWarning();
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
 
 // deno-lint-ignore no-explicit-any -- JSend bodies; the test asserts on their fields
 async function get(url: string): Promise<{ status: number; body: any }> {
@@ -56,7 +49,7 @@ describe("GET /ready", () => {
     [redis, broker] = await Promise.all([startPrivateRedis(), startPrivateBroker()]);
   });
   after(async () => {
-    await redis?.stop();
+    await redis?.dispose();
     await broker?.dispose();
   });
 

@@ -10,7 +10,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Redis } from "ioredis";
 import { call, createHarness, enabledWallet, type Harness } from "./support/harness.ts";
-import { startPrivateRedis } from "./support/private_redis.ts";
+import { startPrivateRedis } from "./support/private_servers.ts";
 import { createPipeline } from "./support/pipeline.ts";
 import { createTestTopic, waitUntil } from "./support/topic.ts";
 import { config } from "./support/harness.ts";
@@ -50,7 +50,7 @@ describe("a hung Redis (SIGSTOP)", () => {
       }));
       assert.equal(h.cache.stats().breaker?.opened, 0);
 
-      redis.hang();
+      redis.freeze();
       const timings: number[] = [];
       // One GET after another until the breaker opens; each answers the balance PostgreSQL has (the cached
       // entries, written by the enables, still say 0).
@@ -81,7 +81,7 @@ describe("a hung Redis (SIGSTOP)", () => {
           `after ${openTimings.map((t) => t.toFixed(1)).join(", ")}`,
       );
 
-      redis.resume();
+      redis.thaw();
       await waitUntil(() => h.cache.stats().breaker!.state === "closed", { message: "the breaker closed" });
       assert.equal(h.cache.stats().breaker!.closed, 1);
       await waitUntil(() => h.near!.stats().active, { message: "near-cache tracking re-established" });
@@ -92,7 +92,7 @@ describe("a hung Redis (SIGSTOP)", () => {
       assert.equal(await balanceOf(h, fresh.token), 0);
       assert.equal(h.cache.stats().hits, hits + 2, "both GETs were served from the cache");
     } finally {
-      redis.resume();
+      redis.thaw();
       await other.close();
       await h.close();
       await redis.dispose();
@@ -116,11 +116,11 @@ describe("a near cache whose invalidation connection stops answering", () => {
       await waitUntil(() => h.near!.get(key) !== undefined, {
         message: "served from memory while Redis answers",
       });
-      redis.hang();
+      redis.freeze();
       await waitUntil(() => h.near!.get(key) === undefined, { message: "the near cache stopped serving" });
       assert.ok(h.near!.stats().leaseLapses >= 1, "refused for want of a lease, not for expiry");
     } finally {
-      redis.resume();
+      redis.thaw();
       await h.close();
       await redis.dispose();
     }

@@ -14,18 +14,12 @@ import { hideKafkajsTimeoutWarning } from "../outbox/kafka.ts";
 import { config, newCustomerXid } from "./support/harness.ts";
 import { metricValue, scrape } from "./support/prometheus.ts";
 import { assertOrderedVersions, collectTopic, createTestTopic, waitUntil } from "./support/topic.ts";
+import { freePort } from "./support/private_servers.ts";
 
 hideKafkajsTimeoutWarning();
 
 const WALLETS = 6;
 const OPERATIONS_PER_WALLET = 16;
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
 
 interface ServiceProcess {
   name: string;

@@ -65,7 +65,7 @@ const [pg, redis, kafka] = await Promise.all([
 const DATABASE_URL = pg.url("mini_wallet_chaos");
 const baseConfig = parseConfig({
   DATABASE_URL,
-  REDIS_URL: redis.url(0),
+  REDIS_URL: redis.url,
   KAFKA_BROKERS: kafka.brokers.join(","),
   JWT_SECRET,
 });
@@ -88,7 +88,7 @@ function serviceEnv(extra: Record<string, string>): Record<string, string> {
     HOME: Deno.env.get("HOME") ?? "/tmp",
     APP_ENV: "production",
     DATABASE_URL,
-    REDIS_URL: redis.url(0),
+    REDIS_URL: redis.url,
     KAFKA_BROKERS: kafka.brokers.join(","),
     KAFKA_TOPIC: TOPIC,
     KAFKA_CONSUMER_GROUP: GROUP,

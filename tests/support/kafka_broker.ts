@@ -11,6 +11,7 @@ import {
 } from "../../src/ops/kafka_local.ts";
 import { exists, isPidAlive } from "../../src/ops/local_process.ts";
 import { waitUntil } from "./topic.ts";
+import { freePort } from "./private_servers.ts";
 
 export interface PrivateBroker {
   brokers: string[];
@@ -22,13 +23,6 @@ export interface PrivateBroker {
   stop(): Promise<void>;
   /** Stop if running and remove the state dir. */
   dispose(): Promise<void>;
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
 }
 
 /**

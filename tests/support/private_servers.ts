@@ -174,9 +174,9 @@ function postgresUid(): number {
   return Number(line.split(":")[2]);
 }
 
-/** A private redis-server without persistence; `url(db)` names a database on it. */
+/** A private redis-server without persistence; `url` names its database 0. */
 export interface PrivateRedis extends PrivateServer {
-  url(db?: number): string;
+  readonly url: string;
 }
 
 /** Start a redis-server on a free port (in the foreground, so the pid is the server's). */
@@ -206,5 +206,5 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
     log: `${root}/redis.log`,
   });
   await server.start();
-  return Object.assign(server, { url: (db = 0) => `redis://127.0.0.1:${port}/${db}` });
+  return Object.assign(server, { url: `redis://127.0.0.1:${port}/0` });
 }
