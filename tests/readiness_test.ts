@@ -1,6 +1,6 @@
 /**
- * GET /ready against servers this test starts and stops itself: a private redis-server, a private Kafka
- * broker, and PostgreSQL at a port where nothing listens. 200 while every dependency of the process's roles
+ * GET /ready against servers this test starts and stops itself: a private PostgreSQL cluster, a private
+ * redis-server, a private Kafka broker, and PostgreSQL at a port where nothing listens. 200 while every dependency of the process's roles
  * answers, 503 JSend error naming the one that does not, 200 again once it is back; /health stays 200
  * throughout. A process without the API serves the operators' endpoints on a listener of its own.
  */
@@ -14,7 +14,14 @@ import { hideKafkajsTimeoutWarning } from "../outbox/kafka.ts";
 import { config } from "./support/harness.ts";
 import { type PrivateBroker, startPrivateBroker } from "./support/kafka_broker.ts";
 import { hasMetric, parseMetrics } from "./support/prometheus.ts";
-import { freePort, type PrivateRedis, startPrivateRedis } from "./support/private_servers.ts";
+import {
+  freePort,
+  type PrivatePostgres,
+  type PrivateRedis,
+  startPrivatePostgres,
+  startPrivateRedis,
+} from "./support/private_servers.ts";
+import { migrateUp } from "../src/db/migrate.ts";
 import { createTestTopic, waitUntil } from "./support/topic.ts";
 
 hideKafkajsTimeoutWarning();
@@ -42,13 +49,20 @@ function statuses(body: any): Record<string, string> {
 }
 
 describe("GET /ready", () => {
+  let postgres: PrivatePostgres;
   let redis: PrivateRedis;
   let broker: PrivateBroker;
 
   before(async () => {
-    [redis, broker] = await Promise.all([startPrivateRedis(), startPrivateBroker()]);
+    [postgres, redis, broker] = await Promise.all([
+      startPrivatePostgres(),
+      startPrivateRedis(),
+      startPrivateBroker(),
+    ]);
+    await migrateUp(postgres.url("postgres"), { log: () => {} });
   });
   after(async () => {
+    await postgres?.dispose();
     await redis?.dispose();
     await broker?.dispose();
   });
@@ -60,13 +74,14 @@ describe("GET /ready", () => {
     assert.deepEqual(dependenciesOf(["api", "relay", "consumer"]), ["postgres", "redis", "kafka"]);
   });
 
-  it("with every role: 200 while all answer, 503 naming Redis or Kafka once stopped, 200 again after", async () => {
+  it("with every role: 200 while all answer, 503 naming each dependency once stopped, 200 again after", async () => {
     const topic = await createTestTopic(broker.brokers, { label: "ready", partitions: 1 });
     const settings: Config = {
       ...config,
       ROLES: ["api", "relay", "consumer"],
       PORT: freePort(),
       HOST: "127.0.0.1",
+      DATABASE_URL: postgres.url("postgres"),
       REDIS_URL: redis.url,
       KAFKA_BROKERS: broker.brokers,
       KAFKA_TOPIC: topic,
@@ -99,6 +114,18 @@ describe("GET /ready", () => {
       await redis.start();
       await waitUntil(async () => (await get(`${base}/ready`)).status === 200, {
         message: "ready again once Redis is back",
+      });
+
+      await postgres.stop();
+      const noPostgres = await get(`${base}/ready`);
+      assert.equal(noPostgres.status, 503, JSON.stringify(noPostgres.body));
+      assert.equal(noPostgres.body.message, "Not ready: postgres is down");
+      assert.deepEqual(statuses(noPostgres.body), { postgres: "down", redis: "up", kafka: "up" });
+      assert.deepEqual(await get(`${base}/health`), { status: 200, body: { status: "ok" } });
+
+      await postgres.start();
+      await waitUntil(async () => (await get(`${base}/ready`)).status === 200, {
+        message: "ready again once PostgreSQL is back",
       });
 
       await broker.stop();
