@@ -44,8 +44,9 @@ export function createSql(
     max: options.max ?? 10,
     // Notices (e.g. "relation exists, skipping") are not errors; keep logs quiet.
     onnotice: () => {},
-    // Fail fast when PostgreSQL is unreachable: a request should get a 500, not hang for 30 s.
+    // Fail fast when PostgreSQL is unreachable: a request should get a 503, not hang for 30 s.
     connect_timeout: 5,
+    backoff: reconnectBackoff,
     // Startup parameters: in force from the connection's first statement, with no extra round trip, and what
     // RESET goes back to. postgres.js leaves a 0 out of the startup message, so 0 means "not set here": the
     // server's (or role's, or database's) own setting applies, which is "none" unless someone set one.
@@ -117,6 +118,22 @@ function countHeldConnections(sql: Sql, size: number): void {
     stats.inUse++;
     return (begin as (...a: unknown[]) => Promise<unknown>)(...args).finally(() => stats.inUse--);
   }) as Sql["begin"];
+}
+
+/** The longest pause before a closed connection of the pool connects again (seconds). */
+export const RECONNECT_BACKOFF_MAX_S = 0.5;
+
+/**
+ * The pause (seconds) before a closed connection connects again, after `retries` failed connections of the
+ * pool in a row. postgres.js's default grows as 3^retries / 100 up to 20 s (halved at random), and its count
+ * is shared by the whole pool and reset only by a connection that succeeds: after PostgreSQL was down for a
+ * few seconds (every waiting request's attempt failing fast), each connection waited 10-20 s before trying
+ * again, so the requests behind them ran into their deadline (503 at 10 s) long after PostgreSQL was back.
+ * Capped at RECONNECT_BACKOFF_MAX_S: while PostgreSQL is down an attempt is only made for a waiting request,
+ * and it fails at once, so a short pause costs nothing.
+ */
+export function reconnectBackoff(retries: number): number {
+  return Math.min(0.02 * 2 ** retries, RECONNECT_BACKOFF_MAX_S) * (0.5 + Math.random() / 2);
 }
 
 /** The connection bounds a configuration asks for. */

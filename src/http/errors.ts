@@ -8,6 +8,7 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { WalletRefusal } from "../wallet/wallet_errors.ts";
 import { WalletRefusedError, WriteNotAppliedError } from "../wallet/wallet_errors.ts";
 import type { Logger } from "../log.ts";
+import { isTransientDbError } from "../db/transient_errors.ts";
 import { errorBody, fail, type FailError } from "./jsend.ts";
 
 /** The contract's answer to each refusal of the wallet rules. */
@@ -24,6 +25,12 @@ export const REFUSAL_RESPONSES: Record<WalletRefusal, { status: ContentfulStatus
 
 /** What a 503 tells the client: busy or out of time, nothing changed, try again. */
 export const NOT_APPLIED_MESSAGE = "Service busy: the request was not applied; retry it";
+/**
+ * What a 503 tells the client when a dependency failed under the request (PostgreSQL unreachable, its
+ * connection lost, a timeout). For a write whose statement may have reached PostgreSQL, its outcome is not
+ * known here: a retry with the same reference_id is answered with the committed transaction, or does it.
+ */
+export const UNAVAILABLE_MESSAGE = "Service temporarily unavailable; retry the request";
 /** The Retry-After of a 503 (seconds). */
 export const RETRY_AFTER_SECONDS = 1;
 
@@ -38,6 +45,12 @@ export function errorHandler(log: Logger): ErrorHandler {
       // Nothing of the request was (or will be) committed, so a retry, with the same reference_id, is safe.
       c.header("Retry-After", String(RETRY_AFTER_SECONDS));
       return c.json(errorBody(NOT_APPLIED_MESSAGE), 503);
+    }
+    if (isTransientDbError(error)) {
+      // A fault of the moment, not of the request (see transient_errors.ts): logged without a stack.
+      log.warn("request failed: database unavailable", { method: c.req.method, path: c.req.path, error });
+      c.header("Retry-After", String(RETRY_AFTER_SECONDS));
+      return c.json(errorBody(UNAVAILABLE_MESSAGE), 503);
     }
     if (error instanceof HTTPException && error.status < 500) {
       return fail(c, error.status as ContentfulStatusCode, error.message || "Bad request");

@@ -108,7 +108,8 @@ export class HistoryStreams {
 
   /**
    * The response to a whole-history request. `open` opens the history's cursor (and may throw a refusal);
-   * the reader it returns is closed on every path. Failures before the response are thrown (JSend 500).
+   * the reader it returns is closed on every path. Failures before the response are thrown (errors.ts: 503
+   * for a transient database fault, else 500).
    */
   async respond(
     c: Context,

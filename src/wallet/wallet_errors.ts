@@ -21,14 +21,21 @@ export class WalletRefusedError extends Error {
 
 /**
  * The write could not be done now, and nothing of it was or will be committed: its deadline passed before it
- * could be written, or the write queue was full. A retry (with the same reference_id) is safe.
+ * could be written, the write queue was full, or PostgreSQL failed before its statement was sent. A retry
+ * (with the same reference_id) is safe.
  */
 export class WriteNotAppliedError extends Error {
-  constructor(readonly reason: "deadline" | "queue_full") {
-    super(reason === "deadline" ? "Request deadline passed; nothing was written" : "Write queue is full");
+  constructor(readonly reason: "deadline" | "queue_full" | "unavailable", options?: ErrorOptions) {
+    super(NOT_APPLIED_REASONS[reason], options);
     this.name = "WriteNotAppliedError";
   }
 }
+
+const NOT_APPLIED_REASONS = {
+  deadline: "Request deadline passed; nothing was written",
+  queue_full: "Write queue is full",
+  unavailable: "PostgreSQL failed before the write was sent; nothing was written",
+};
 
 /** The request's deadline passed before it could be done; for a write, nothing of it was committed. */
 export class RequestTimeoutError extends WriteNotAppliedError {

@@ -6,6 +6,7 @@
  */
 import postgres from "postgres";
 import { pipelinedTransaction, type Sql } from "../db/client.ts";
+import { isTransientDbError } from "../db/transient_errors.ts";
 import {
   findTransactionsByReference,
   findWallet,
@@ -686,12 +687,19 @@ export class WalletService {
     return new RequestDeadline(this.#requestTimeoutMs);
   }
 
-  /** `work`, answered by its deadline unless sealed (see RequestDeadline); counts the writes not applied. */
+  /**
+   * `work`, answered by its deadline unless sealed (see RequestDeadline); counts the writes not applied. A
+   * transient PostgreSQL failure (transient_errors.ts) of a write never sealed is certainly "not applied"; of
+   * a sealed one (its statement may have been sent) it goes on as is: 503 too, with the outcome unknown.
+   */
   #guarded<T>(deadline: RequestDeadline, work: Promise<T>): Promise<T> {
     return deadline.guard(work).catch((error) => {
+      if (!(error instanceof WriteNotAppliedError) && !deadline.sealed && isTransientDbError(error)) {
+        throw new WriteNotAppliedError("unavailable", { cause: error });
+      }
       if (error instanceof WriteNotAppliedError) {
         if (error.reason === "deadline") this.#writeStats.timedOut++;
-        else this.#writeStats.queueFull++;
+        else if (error.reason === "queue_full") this.#writeStats.queueFull++;
       }
       throw error;
     });

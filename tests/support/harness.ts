@@ -54,9 +54,11 @@ export function createHarness(
     commandTimeoutMs?: number;
     applicationName?: string;
     history?: Partial<HistoryStreamOptions>;
+    /** Another database than the test environment's (e.g. a private PostgreSQL a test stops). */
+    databaseUrl?: string;
   } = {},
 ): Harness {
-  const sql = createSql(config.DATABASE_URL, {
+  const sql = createSql(options.databaseUrl ?? config.DATABASE_URL, {
     max: options.poolSize ?? 10,
     applicationName: options.applicationName,
   });
