@@ -663,10 +663,22 @@ async function roleCostScenario(sql: postgres.Sql, tokensFile: string, brokers: 
   const extra = { KAFKA_TOPIC: topic, KAFKA_CONSUMER_GROUP: `bench-roles-${runId}` };
   const processes = [
     { role: "api", child: spawnService("api (api only)", { ...extra, ROLES: "api" }) },
-    { role: "relay", child: spawnService("relay (relay only, role cost)", { ...extra, ROLES: "relay" }) },
+    // Every process serves /health, /ready and /metrics on its PORT: the relay and the consumer get their own.
+    {
+      role: "relay",
+      child: spawnService("relay (relay only, role cost)", {
+        ...extra,
+        ROLES: "relay",
+        PORT: String(P.port + 2),
+      }),
+    },
     {
       role: "consumer",
-      child: spawnService("consumer (consumer only, role cost)", { ...extra, ROLES: "consumer" }),
+      child: spawnService("consumer (consumer only, role cost)", {
+        ...extra,
+        ROLES: "consumer",
+        PORT: String(P.port + 3),
+      }),
     },
   ];
   try {

@@ -358,9 +358,7 @@ export function writeReport(r: BenchReport): string {
     "|---|--:|--:|",
     ...r.rss.map((e) => `| ${e.name} | ${n0(e.maxRssMb)} | ${n0(e.hwmMb)} |`),
     "",
-    `The service's peak by phase: ${
-      (service?.byPhase ?? []).map((p) => `${p.phase} ${n0(p.mb)} MB`).join(", ")
-    }.`,
+    `The service's peak by scenario: ${servicePeaks(service?.byPhase ?? [])}.`,
     "",
     ...limits(
       "Two V8 heaps, the API's and the pipeline thread's, each bounded by `deno task start`'s flags (160 MB old " +
@@ -381,14 +379,7 @@ export function writeReport(r: BenchReport): string {
     }),
     "",
     ...roleCostSection(r),
-    "`top` in the middle of each counted run (2 s sample; %CPU summed per command, 100% = one core):",
-    "",
-    "| run | top commands by %CPU |",
-    "|---|---|",
-    ...r.profiles.filter((p) => r.steal.find((st) => st.label === p.label)?.counted !== false).map((p) =>
-      `| ${p.label} | ${p.byCommand.slice(0, 5).map((c) => `${c.command} ${c.cpu}%`).join(", ")} |`
-    ),
-    "",
+    ...topSection(r),
     "### V8 CPU profile of the service",
     "",
     "Taken through the service's inspector (Profiler domain, 200 µs sampling) during extra wrk runs after the " +
@@ -407,6 +398,33 @@ export function writeReport(r: BenchReport): string {
       "",
     ]),
   ].join("\n");
+}
+
+/** The service's peak RSS per scenario of its own (baselines and tries folded in), as one line. */
+function servicePeaks(byPhase: Array<{ phase: string; mb: number }>): string {
+  const peaks = new Map<string, number>();
+  for (const { phase, mb } of byPhase) {
+    if (/pgbench|bare Hono/.test(phase)) continue;
+    const name = phase.replace(/ \[.*\]$/, "");
+    peaks.set(name, Math.max(peaks.get(name) ?? 0, mb));
+  }
+  return [...peaks].map(([name, mb]) => `${name} ${n0(mb)} MB`).join(", ");
+}
+
+/** `top` during each counted run, when it was sampled. */
+function topSection(r: BenchReport): string[] {
+  const counted = r.profiles.filter((p) => r.steal.find((st) => st.label === p.label)?.counted !== false);
+  if (counted.length === 0) return [];
+  return [
+    "`top` in the middle of each counted run (2 s sample; %CPU summed per command, 100% = one core):",
+    "",
+    "| run | top commands by %CPU |",
+    "|---|---|",
+    ...counted.map((p) =>
+      `| ${p.label} | ${p.byCommand.slice(0, 5).map((c) => `${c.command} ${c.cpu}%`).join(", ")} |`
+    ),
+    "",
+  ];
 }
 
 /** One line: how much CPU the hypervisor took over the counted runs, and how many were measured again. */
