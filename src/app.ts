@@ -10,12 +10,11 @@ import type { ServiceMetrics } from "./observability/metrics.ts";
 import type { WalletService } from "./wallet/wallet_service.ts";
 import { HistoryStreams } from "./http/history_stream.ts";
 import { errorHandler, notFoundHandler } from "./http/errors.ts";
-import { requestIds, requestTelemetry } from "./http/request_telemetry.ts";
+import { requestTelemetry } from "./http/request_telemetry.ts";
 import { validationHook } from "./http/validation_hook.ts";
 import { initRoutes } from "./http/routes/init_routes.ts";
 import { walletRoutes } from "./http/routes/wallet_routes.ts";
 import { docsRoutes } from "./http/routes/docs_routes.ts";
-import { apiAnswerHeaders, everyAnswerHeaders } from "./http/security_headers.ts";
 import { type OpsEndpoints, opsRoutes } from "./http/routes/ops_routes.ts";
 
 export interface AppDeps {
@@ -40,10 +39,9 @@ export function createApp(deps: AppDeps) {
     );
 
   const app = new OpenAPIHono({ defaultHook: validationHook });
-  // Security headers (nosniff everywhere, no-store on the API): registered first, so they wrap every answer.
-  app.use(everyAnswerHeaders);
-  app.use("/api/*", apiAnswerHeaders);
-  app.use("*", requestIds(), requestTelemetry({ log: deps.log, metrics: deps.metrics }));
+  // Request id, security headers (nosniff everywhere, no-store on the API), log line and metrics: registered
+  // first, so they wrap every answer.
+  app.use("*", requestTelemetry({ log: deps.log, metrics: deps.metrics }));
   app.route("/", opsRoutes(deps.ops ?? localOps(deps.metrics)));
   app.route("/", api);
   app.route("/", docsRoutes(api as unknown as OpenAPIHono<never>));
@@ -58,7 +56,7 @@ export function createApp(deps: AppDeps) {
  */
 export function createOpsApp(deps: { log: Logger; metrics?: ServiceMetrics; ops: OpsEndpoints }) {
   const app = new OpenAPIHono({ defaultHook: validationHook });
-  app.use("*", requestIds(), requestTelemetry({ log: deps.log, metrics: deps.metrics }));
+  app.use("*", requestTelemetry({ log: deps.log, metrics: deps.metrics }));
   app.route("/", opsRoutes(deps.ops));
   app.onError(errorHandler(deps.log));
   app.notFound(notFoundHandler(app as never));

@@ -3,7 +3,6 @@
  * answer (tokens, balances and histories must not stay in a browser's or a proxy's cache), and on the Swagger UI
  * page a Content-Security-Policy that allows only the service's own files and forbids framing (clickjacking).
  */
-import { createMiddleware } from "hono/factory";
 import { secureHeaders } from "hono/secure-headers";
 
 /** secureHeaders with every default header off, so each use names the headers it sends. */
@@ -21,14 +20,14 @@ const NONE = {
   xXssProtection: false,
 } as const;
 
-/** Every answer, whatever path and status: no content sniffing. */
-export const everyAnswerHeaders = secureHeaders({ ...NONE, xContentTypeOptions: true });
-
-/** Every answer under /api/: never stored by a cache. */
-export const apiAnswerHeaders = createMiddleware(async function apiAnswerHeaders(c, next) {
-  await next();
-  c.res.headers.set("Cache-Control", "no-store");
-});
+/**
+ * Every answer, whatever path and status: no content sniffing; under /api/ never stored by a cache. Called by
+ * the request telemetry middleware on each answer (one middleware layer for all of it).
+ */
+export function setAnswerHeaders(headers: Headers, path: string): void {
+  headers.set("X-Content-Type-Options", "nosniff");
+  if (path.startsWith("/api/")) headers.set("Cache-Control", "no-store");
+}
 
 /**
  * The Swagger UI page and its files: scripts, styles, images and requests only from the service itself (the
