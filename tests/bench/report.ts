@@ -222,7 +222,7 @@ export function writeReport(r: BenchReport): string {
     "",
     ...stealSummary(r),
     ...(missed.length > 0
-      ? ["Targets missed, by how much:", "", ...missed.map((t) => `- ${t.scenario}: ${t.miss}.`), ""]
+      ? ["Targets missed, by how much:", "", ...missed.map((t) => `- **${t.scenario}**: ${t.miss}.`), ""]
       : []),
     "## Machine and versions",
     "",
