@@ -124,8 +124,9 @@ const roles: Role[] = [
   ...apiPorts.map((port, i) =>
     spawnRole({ name: `api-${i + 1}`, port, env: { ROLES: "api", PORT: String(port) } })
   ),
-  spawnRole({ name: "relay", env: { ROLES: "relay" } }),
-  spawnRole({ name: "consumer", env: { ROLES: "consumer" } }),
+  // Every process serves /health, /ready and /metrics on its PORT: each gets its own.
+  spawnRole({ name: "relay", env: { ROLES: "relay", PORT: String(freePort()) } }),
+  spawnRole({ name: "consumer", env: { ROLES: "consumer", PORT: String(freePort()) } }),
 ];
 for (const role of roles.filter((r) => r.port)) {
   await waitForHttp(`http://127.0.0.1:${role.port}/health`, role.child, 60_000);
