@@ -295,30 +295,14 @@ async function terminateBackends() {
 }
 
 const faults: Fault[] = [
-  {
-    name: "kill -9 api-1, restart",
+  ...["api-1", "relay", "consumer"].map((role) => ({
+    name: `kill -9 ${role}, restart`,
     run: async () => {
-      await killRole("api-1");
+      await killRole(role);
       await sleep(FAULT_SECONDS * 1000);
-      await restartRole("api-1");
+      await restartRole(role);
     },
-  },
-  {
-    name: "kill -9 relay, restart",
-    run: async () => {
-      await killRole("relay");
-      await sleep(FAULT_SECONDS * 1000);
-      await restartRole("relay");
-    },
-  },
-  {
-    name: "kill -9 consumer, restart",
-    run: async () => {
-      await killRole("consumer");
-      await sleep(FAULT_SECONDS * 1000);
-      await restartRole("consumer");
-    },
-  },
+  })),
   {
     name: "pg_terminate_backend on every service connection, 5 times",
     run: async () => {
@@ -488,7 +472,7 @@ const tableRows = phaseNames.map((name) => {
   return `| ${name} | ${s.requests} | ${s.ok} | ${s.refused4xx} | ${s.unavailable503} | ${s.other5xx} | ` +
     `${s.noAnswer} | ${ms(s.p50)} | ${ms(s.p99)} | ${ms(s.max)} |`;
 });
-const lockPhase = faults[4].name;
+const lockPhase = faults.find((f) => f.name.startsWith("one wallet's row locked"))!.name;
 const otherWallets = summary(
   samples.filter((s) => s.phase === lockPhase && s.kind === "write" && s.walletIndex !== 0),
 );

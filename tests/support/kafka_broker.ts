@@ -9,20 +9,12 @@ import {
   serverProperties,
   storageFormatArgs,
 } from "../../src/ops/kafka_local.ts";
-import { exists, isPidAlive } from "../../src/ops/local_process.ts";
-import { waitUntil } from "./topic.ts";
-import { freePort } from "./private_servers.ts";
+import { exists } from "../../src/ops/local_process.ts";
+import { freePort, type PrivateServer, supervise } from "./private_servers.ts";
 
-export interface PrivateBroker {
+/** A private broker: start, stop (SIGTERM; SIGKILL with `kill`), freeze and dispose by its pid. */
+export interface PrivateBroker extends PrivateServer {
   brokers: string[];
-  /** The running broker's pid, or null while stopped. */
-  readonly pid: number | null;
-  /** Start (again) on the same data folder and wait until it answers. */
-  start(): Promise<void>;
-  /** SIGTERM by pid and wait for the exit (SIGKILL after 30 s). */
-  stop(): Promise<void>;
-  /** Stop if running and remove the state dir. */
-  dispose(): Promise<void>;
 }
 
 /**
@@ -59,52 +51,20 @@ export async function startPrivateBroker(): Promise<PrivateBroker> {
   await Deno.writeTextFile(paths.properties, serverProperties({ port, controllerPort, dataDir: paths.data }));
   await run("java", storageFormatArgs(paths, randomClusterId()));
   const brokers = [`127.0.0.1:${port}`];
-  let child: Deno.ChildProcess | null = null;
-
-  async function start() {
-    if (child) return;
-    const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
-    // `exec` keeps the pid: the shell becomes java, so the pid we hold is the broker's.
-    const script = `exec java -Xms256m -Xmx512m -cp ${quote(`${paths.libs}/*`)} kafka.Kafka ` +
-      `${quote(paths.properties)} >> ${quote(paths.log)} 2>&1 < /dev/null`;
-    const spawned = new Deno.Command("sh", { args: ["-c", script], stdout: "null", stderr: "null" }).spawn();
-    child = spawned;
-    try {
-      await waitUntil(async () => {
-        if (!isPidAlive(spawned.pid)) throw new Error(`private Kafka broker exited; log: ${paths.log}`);
-        return await isKafkaReachable(brokers, 1000);
-      }, { timeoutMs: 60_000, intervalMs: 250, message: `private Kafka broker at ${brokers[0]} ready` });
-    } catch (error) {
-      await stop();
-      throw error;
-    }
-  }
-
-  async function stop() {
-    const running = child;
-    if (!running) return;
-    child = null;
-    running.kill("SIGTERM");
-    const timer = setTimeout(() => {
-      try {
-        running.kill("SIGKILL");
-      } catch { /* already gone */ }
-    }, 30_000);
-    await running.status;
-    clearTimeout(timer);
-  }
-
-  await start();
-  return {
-    brokers,
-    get pid() {
-      return child?.pid ?? null;
-    },
-    start,
-    stop,
-    async dispose() {
-      await stop();
-      await Deno.remove(root, { recursive: true }).catch(() => {});
-    },
-  };
+  const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
+  // `exec` keeps the pid: the shell becomes java, so the pid we hold is the broker's.
+  const script = `exec java -Xms256m -Xmx512m -cp ${quote(`${paths.libs}/*`)} kafka.Kafka ` +
+    `${quote(paths.properties)} >> ${quote(paths.log)} 2>&1 < /dev/null`;
+  const server = supervise(port, root, {
+    command: "sh",
+    args: ["-c", script],
+    stopSignal: "SIGTERM",
+    crashSignal: "SIGKILL",
+    ready: () => isKafkaReachable(brokers, 1000),
+    readyTimeoutMs: 60_000,
+    name: "Kafka broker",
+    log: paths.log,
+  });
+  await server.start();
+  return Object.assign(server, { brokers });
 }

@@ -30,7 +30,8 @@ export interface PrivateServer {
   dispose(): Promise<void>;
 }
 
-interface Spawnable {
+/** How to run, stop and check one kind of server. */
+export interface Spawnable {
   command: string;
   args: string[];
   /** Signal for a clean stop. */
@@ -38,11 +39,14 @@ interface Spawnable {
   /** Signal for a crash: one that lets the server start again on the same data. */
   crashSignal: Deno.Signal;
   ready(): Promise<boolean>;
+  /** How long a start may take (default 30 s). */
+  readyTimeoutMs?: number;
   name: string;
   log: string;
 }
 
-function supervise(port: number, root: string, spec: Spawnable): PrivateServer {
+/** Run `spec` as our child on `port`; `dispose()` also removes `root`. */
+export function supervise(port: number, root: string, spec: Spawnable): PrivateServer {
   let child: Deno.ChildProcess | null = null;
   async function stop({ kill = false } = {}) {
     const running = child;
@@ -71,7 +75,7 @@ function supervise(port: number, root: string, spec: Spawnable): PrivateServer {
         .spawn();
       child = spawned;
       const ready = await waitFor(async () => !isPidAlive(spawned.pid) || await spec.ready(), {
-        timeoutMs: 30_000,
+        timeoutMs: spec.readyTimeoutMs ?? 30_000,
         intervalMs: 100,
       });
       if (!ready || !isPidAlive(spawned.pid)) {
